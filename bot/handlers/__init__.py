@@ -1,0 +1,65 @@
+"""Telegram callbacks, thin by design; `register` wires them into an Application."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from telegram import Update
+from telegram.ext import (
+    Application,
+    CallbackQueryHandler,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    filters,
+)
+
+from bot.handlers import account, errors, help, image, results, settings
+from bot.handlers.services import Services
+
+Callback = Callable[..., Coroutine[Any, Any, None]]
+
+
+def _bind(
+    callback: Callback, services: Services
+) -> Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, None]]:
+    return functools.partial(callback, services=services)
+
+
+def register(app: Application[Any, Any, Any, Any, Any, Any], services: Services) -> None:
+    """Add every command, button and fallback handler, and the one error handler."""
+    new_messages = filters.UpdateType.MESSAGE
+    commands: list[tuple[str, Callback]] = [
+        ("image", image.image_command),
+        ("start", help.help_command),
+        ("help", help.help_command),
+        ("usage", account.usage_command),
+        ("stats", account.stats_command),
+        ("settings", settings.settings_command),
+        ("history", results.history_command),
+        ("edit", results.edit_command),
+        ("variation", results.variation_command),
+    ]
+    for name, callback in commands:
+        app.add_handler(CommandHandler(name, _bind(callback, services), filters=new_messages))
+    app.add_handler(
+        MessageHandler(
+            new_messages & filters.PHOTO & filters.CaptionRegex(r"^/edit(@\w+)?(\s|$)"),
+            _bind(results.edit_command, services),
+        )
+    )
+    app.add_handler(
+        CallbackQueryHandler(_bind(settings.settings_button, services), pattern=r"^set:")
+    )
+    app.add_handler(CallbackQueryHandler(_bind(results.result_button, services)))
+    app.add_handler(
+        MessageHandler(
+            new_messages
+            & filters.ChatType.PRIVATE
+            & (filters.TEXT | filters.COMMAND | filters.PHOTO),
+            _bind(help.fallback_private, services),
+        )
+    )
+    app.add_error_handler(functools.partial(errors.on_error, services=services))

@@ -1,0 +1,44 @@
+"""Small helpers shared by the handlers: command arguments, language, plain replies."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from telegram import Chat, Message, User
+from telegram.error import TelegramError
+
+from bot.handlers.services import Services
+
+logger = logging.getLogger(__name__)
+
+_COMMAND = re.compile(r"^/[^\s]+")
+
+
+def command_args(text: str) -> str:
+    """Return what follows the leading `/command[@bot]` token, as typed."""
+    return _COMMAND.sub("", text, count=1)
+
+
+def is_group(chat: Chat) -> bool:
+    """Return whether the chat is a group or supergroup."""
+    return chat.type in (Chat.GROUP, Chat.SUPERGROUP)
+
+
+async def language_of(services: Services, user: User | None) -> str:
+    """Return the user's chosen language, else the one their Telegram app uses."""
+    if user is None:
+        return services.texts.default
+    chosen = (await services.store.get_settings(scope="user", scope_id=user.id)).get("language")
+    if chosen and chosen in services.texts.languages:
+        return chosen
+    return services.texts.pick(user.language_code)
+
+
+async def reply_plain(message: Message, text: str) -> Message | None:
+    """Reply to `message` with plain text (never parsed as markup); log and swallow failures."""
+    try:
+        return await message.reply_text(text, do_quote=True, parse_mode=None)
+    except TelegramError as exc:
+        logger.warning("could not reply in chat %s: %s", message.chat_id, exc)
+        return None

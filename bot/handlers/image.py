@@ -1,0 +1,312 @@
+"""The /image command: guard → parse → check quota → generate → reply with the pictures.
+
+`run_generation` is the shared back half (admission, quota, progress, the images call, delivery,
+refunds, statistics); /image, the result buttons and /history re-runs all go through it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+
+from telegram import Chat, Message, Update, User
+from telegram.error import Forbidden, TelegramError
+from telegram.ext import ContextTypes
+
+from bot.capabilities import ImageDescription, ModelCaps, caps_for, resolve
+from bot.captions import build_caption
+from bot.handlers.access import guard, is_admin
+from bot.handlers.common import command_args, is_group, language_of, reply_plain
+from bot.handlers.delivery import prepare, send_pictures
+from bot.handlers.keyboards import result_keyboard
+from bot.handlers.progress import Progress
+from bot.handlers.replies import error_text
+from bot.handlers.services import Services
+from bot.images import ImagesError, ImagesResult
+from bot.limiter import UserBusy
+from bot.prompt import (
+    EmptyPrompt,
+    ImageOptions,
+    PromptError,
+    merge_options,
+    parse_image_args,
+)
+from bot.quota import QuotaExceeded
+
+logger = logging.getLogger(__name__)
+
+ADMIN_ALERT_EVERY = timedelta(hours=1)
+ALERT_KINDS = frozenset({"auth", "quota"})
+
+
+@dataclass(frozen=True)
+class Preferences:
+    """A user's (and in groups, the chat's) saved defaults."""
+
+    options: ImageOptions
+    model: str
+    as_file: bool
+
+
+@dataclass(frozen=True)
+class Job:
+    """One validated generation to run: what to ask for and how to deliver it."""
+
+    description: ImageDescription
+    caps: ModelCaps
+    options: ImageOptions
+    as_file: bool
+    kind: str = "generate"  # or "edit", "variation"
+    source: bytes | None = None  # the picture to edit or vary, as PNG
+
+
+def options_from_settings(values: Mapping[str, str]) -> ImageOptions:
+    """Read saved defaults (strings from the store) into options; ignore malformed values."""
+    count_text = values.get("count", "")
+    count = int(count_text) if count_text.isdigit() and 1 <= int(count_text) <= 10 else None
+    return ImageOptions(
+        size=values.get("size") or None,
+        count=count,
+        quality=values.get("quality") or None,
+        style=values.get("style") or None,
+        background=values.get("background") or None,
+    )
+
+
+async def load_preferences(services: Services, *, user: User, chat: Chat) -> Preferences:
+    """Merge the chat's settings (in groups) over the user's own over the operator's defaults."""
+    store = services.store
+    values = dict(await store.get_settings(scope="user", scope_id=user.id))
+    if is_group(chat):
+        values.update(await store.get_settings(scope="chat", scope_id=chat.id))
+    model = values.get("model") or services.settings.image_model
+    if model not in services.settings.image_models:
+        model = services.settings.image_model
+    return Preferences(
+        options=options_from_settings(values),
+        model=model,
+        as_file=values.get("as_file") == "1",
+    )
+
+
+def build_job(services: Services, *, prompt: str, typed: ImageOptions, prefs: Preferences) -> Job:
+    """Validate the request against the model; raise a `PromptError` with what is allowed."""
+    if not prompt.strip():
+        raise EmptyPrompt()
+    settings = services.settings
+    caps = caps_for(prefs.model)
+    options = merge_options(typed, prefs.options)
+    description = resolve(
+        prompt=prompt,
+        options=options,
+        caps=caps,
+        default_size=settings.default_image_size,
+        default_quality=settings.default_image_quality,
+        extra=settings.openai_extra_body,
+    )
+    return Job(description=description, caps=caps, options=options, as_file=prefs.as_file)
+
+
+def replied_prompt(message: Message) -> str:
+    """Return the prompt found in the message this one replies to ("" when none)."""
+    replied = message.reply_to_message
+    if replied is None:
+        return ""
+    text = replied.text or replied.caption or ""
+    if text.startswith("/"):
+        try:
+            return parse_image_args(command_args(text)).prompt
+        except PromptError:
+            return ""
+    return text.strip()
+
+
+async def image_command(
+    update: Update, context: ContextTypes.DEFAULT_TYPE, *, services: Services
+) -> None:
+    """Make pictures from `/image <prompt> [options]`, replying to the command."""
+    message, user, chat = update.message, update.effective_user, update.effective_chat
+    if message is None or user is None or chat is None or message.text is None:
+        return
+    lang = await language_of(services, user)
+    if not await guard(services, message=message, user=user, chat=chat, lang=lang):
+        return
+    try:
+        parsed = parse_image_args(command_args(message.text))
+        prompt = parsed.prompt or replied_prompt(message)
+        prefs = await load_preferences(services, user=user, chat=chat)
+        job = build_job(services, prompt=prompt, typed=parsed.options, prefs=prefs)
+    except PromptError as exc:
+        await reply_plain(message, reply_for(services, lang, exc))
+        return
+    await run_generation(services, reply_to=message, user=user, chat=chat, lang=lang, job=job)
+
+
+def reply_for(services: Services, lang: str, exc: Exception) -> str:
+    text = error_text(services.texts, lang, exc, now=services.clock())
+    return text if text is not None else services.texts.get(lang, "error.unexpected")
+
+
+async def run_generation(
+    services: Services,
+    *,
+    reply_to: Message,
+    user: User,
+    chat: Chat,
+    lang: str,
+    job: Job,
+) -> list[Message]:
+    """Admit, reserve quota, generate and deliver one job; refund whatever was not delivered."""
+    settings, store, texts = services.settings, services.store, services.texts
+    description = job.description
+    try:
+        ticket = services.limiter.claim(user.id)
+    except UserBusy as exc:
+        await reply_plain(reply_to, reply_for(services, lang, exc))
+        return []
+    async with ticket:
+        try:
+            reservation = await store.reserve(
+                user_id=user.id,
+                chat_id=chat.id if is_group(chat) else None,
+                n=description.n,
+                user_limit=settings.daily_image_limit,
+                chat_limit=settings.daily_chat_image_limit,
+                exempt=is_admin(settings, user.id),
+            )
+        except QuotaExceeded as exc:
+            await reply_plain(reply_to, reply_for(services, lang, exc))
+            return []
+        delivered: list[Message] = []
+        images_delivered = 0
+        outcome = "error"
+        try:
+            progress = Progress(
+                message=reply_to,
+                ticket=ticket,
+                status_delay=settings.status_message_delay_seconds,
+                queued_text=texts.get(lang, "status.queued"),
+                working_text=texts.get(lang, "status.working"),
+                in_group=is_group(chat),
+            )
+            async with progress:
+                if not ticket.try_acquire():
+                    await ticket.wait()
+                result = await _call_images(services, job)
+                delivered, images_delivered = await _deliver(
+                    services,
+                    reply_to=reply_to,
+                    user=user,
+                    chat=chat,
+                    lang=lang,
+                    job=job,
+                    result=result,
+                )
+            outcome = "ok"
+        except ImagesError as exc:
+            outcome = exc.kind
+            logger.warning("generation failed for user %s: %s", user.id, exc.kind)
+            await reply_plain(reply_to, reply_for(services, lang, exc))
+            if exc.kind in ALERT_KINDS:
+                await alert_admins(services, reply_to, exc)
+        finally:
+            await store.settle(reservation, delivered=images_delivered)
+            await store.record_request(
+                user_id=user.id,
+                chat_id=chat.id,
+                images_requested=description.n,
+                images_delivered=images_delivered,
+                outcome=outcome,
+            )
+        return delivered
+
+
+async def _call_images(services: Services, job: Job) -> ImagesResult:
+    images, description = services.images, job.description
+    if job.kind == "edit" and job.source is not None:
+        return await images.edit(description, job.caps, image=job.source)
+    if job.kind == "variation" and job.source is not None:
+        return await images.variation(
+            model=description.model,
+            caps=job.caps,
+            image=job.source,
+            n=description.n,
+            size=description.size,
+        )
+    return await images.generate(description, job.caps)
+
+
+async def _deliver(
+    services: Services,
+    *,
+    reply_to: Message,
+    user: User,
+    chat: Chat,
+    lang: str,
+    job: Job,
+    result: ImagesResult,
+) -> tuple[list[Message], int]:
+    texts = services.texts
+    pictures = await prepare([image.data for image in result.images])
+    revised = next((i.revised_prompt for i in result.images if i.revised_prompt), None)
+    caption = build_caption(
+        prompt=job.description.prompt,
+        revised_prompt=revised,
+        revised_label=texts.get(lang, "caption.revised"),
+    )
+    result_id = await services.store.save_result(
+        user_id=user.id,
+        chat_id=chat.id,
+        prompt=job.description.prompt,
+        options=json.dumps({**asdict(job.options), "as_file": job.as_file}),
+        model=job.description.model,
+    )
+    markup = result_keyboard(services.texts, lang, result_id)
+    sent = await send_pictures(
+        reply_to,
+        pictures,
+        caption=caption,
+        as_file=job.as_file,
+        reply_markup=markup if len(pictures) == 1 else None,
+    )
+    if len(pictures) > 1 and sent and markup is not None:
+        try:
+            await sent[0].reply_text(texts.get(lang, "result.actions"), reply_markup=markup)
+        except TelegramError as exc:
+            logger.warning("could not send the result buttons: %s", exc)
+    await services.originals.save(result_id, [(p.filename, p.data) for p in pictures])
+    file_ids = [_file_id(m) for m in sent]
+    await services.store.set_result_files(
+        result_id=result_id, file_ids=[f for f in file_ids if f is not None]
+    )
+    return sent, len(pictures) if sent else 0
+
+
+def _file_id(message: Message) -> str | None:
+    if message.document is not None:
+        return message.document.file_id
+    if message.photo:
+        return message.photo[-1].file_id
+    return None
+
+
+async def alert_admins(services: Services, message: Message, exc: ImagesError) -> None:
+    """Tell the admins about a fault only they can fix, at most once an hour per kind."""
+    admins = sorted(services.settings.admin_user_ids)
+    if not admins:
+        logger.error("images service fault %r and no ADMIN_USER_IDS to tell", exc.kind)
+        return
+    if not await services.store.should_alert(kind=exc.kind, every=ADMIN_ALERT_EVERY):
+        return
+    text = services.texts.get(services.texts.default, f"admin.alert.{exc.kind}")
+    bot = message.get_bot()
+    for admin in admins:
+        try:
+            await bot.send_message(chat_id=admin, text=text)
+        except Forbidden:
+            logger.warning("admin %s has not started the bot; fault alert skipped", admin)
+        except TelegramError as err:
+            logger.warning("could not alert admin %s: %s", admin, err)

@@ -1,0 +1,303 @@
+"""Working with results: the buttons under them, /history, /edit and /variation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from datetime import datetime
+
+from telegram import (
+    CallbackQuery,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    InputFile,
+    InputMediaDocument,
+    Message,
+    Update,
+    User,
+)
+from telegram.error import TelegramError
+from telegram.ext import ContextTypes
+
+from bot.capabilities import caps_for, resolve
+from bot.handlers.access import guard
+from bot.handlers.common import command_args, language_of, reply_plain
+from bot.handlers.image import (
+    Job,
+    build_job,
+    load_preferences,
+    reply_for,
+    run_generation,
+)
+from bot.handlers.keyboards import AGAIN, EDIT_HINT, ORIGINAL, RERUN, callback, split_callback
+from bot.handlers.services import Services
+from bot.media import to_png_within
+from bot.prompt import ImageOptions, PromptError, describe_options, parse_image_args
+from bot.store import ResultRecord
+
+logger = logging.getLogger(__name__)
+
+HISTORY_SIZE = 10
+MAX_EDIT_UPLOAD = 4 * 1024 * 1024  # the images API's edit/variation limit for PNG uploads
+MAX_SOURCE_DOWNLOAD = 20 * 1024 * 1024  # what the Bot API lets a bot download
+
+
+def _stored_options(record: ResultRecord) -> tuple[ImageOptions, bool]:
+    try:
+        raw = json.loads(record.options)
+    except ValueError:
+        raw = {}
+    if not isinstance(raw, dict):
+        raw = {}
+    count = raw.get("count")
+    options = ImageOptions(
+        size=raw.get("size") if isinstance(raw.get("size"), str) else None,
+        count=count if isinstance(count, int) and 1 <= count <= 10 else None,
+        quality=raw.get("quality") if isinstance(raw.get("quality"), str) else None,
+        style=raw.get("style") if isinstance(raw.get("style"), str) else None,
+        background=raw.get("background") if isinstance(raw.get("background"), str) else None,
+    )
+    return options, bool(raw.get("as_file"))
+
+
+async def result_button(
+    update: Update, context: ContextTypes.DEFAULT_TYPE, *, services: Services
+) -> None:
+    """Handle 🔁 Again, 📄 Original, ✏️ Edit and /history re-run buttons."""
+    query, user, chat = update.callback_query, update.effective_user, update.effective_chat
+    if query is None or user is None or chat is None:
+        return
+    lang = await language_of(services, user)
+    texts = services.texts
+    action, parts = split_callback(query.data or "")
+    message = query.message
+    record = await services.store.get_result(result_id=parts[0]) if parts else None
+    if record is None or not isinstance(message, Message):
+        await query.answer(texts.get(lang, "result.expired"), show_alert=True)
+        return
+    if record.user_id != user.id:
+        await query.answer(texts.get(lang, "result.not_yours"), show_alert=True)
+        return
+    if action == EDIT_HINT:
+        await query.answer(texts.get(lang, "result.edit_hint"), show_alert=True)
+        return
+    if action == ORIGINAL:
+        await _send_original(services, query, message, record, lang)
+        return
+    if action not in (AGAIN, RERUN):
+        await query.answer(texts.get(lang, "result.expired"), show_alert=True)
+        return
+    if not await guard(services, message=message, user=user, chat=chat, lang=lang):
+        await query.answer()
+        return
+    options, as_file = _stored_options(record)
+    try:
+        prefs = await load_preferences(services, user=user, chat=chat)
+        model = record.model if record.model in services.settings.image_models else prefs.model
+        caps = caps_for(model)
+        description = resolve(
+            prompt=record.prompt,
+            options=options,
+            caps=caps,
+            default_size=services.settings.default_image_size,
+            default_quality=services.settings.default_image_quality,
+            extra=services.settings.openai_extra_body,
+        )
+    except PromptError as exc:
+        await query.answer()
+        await reply_plain(message, reply_for(services, lang, exc))
+        return
+    await query.answer(texts.get(lang, "result.again_started"))
+    job = Job(description=description, caps=caps, options=options, as_file=as_file)
+    await run_generation(services, reply_to=message, user=user, chat=chat, lang=lang, job=job)
+
+
+async def _send_original(
+    services: Services, query: CallbackQuery, message: Message, record: ResultRecord, lang: str
+) -> None:
+    texts = services.texts
+    files = await services.originals.load(record.id)
+    if not files:
+        await query.answer(texts.get(lang, "result.expired"), show_alert=True)
+        return
+    await query.answer()
+    if len(files) == 1:
+        name, data = files[0]
+        await message.reply_document(
+            InputFile(data, filename=name), do_quote=True, disable_content_type_detection=True
+        )
+        return
+    await message.reply_media_group(
+        [InputMediaDocument(InputFile(data, filename=name)) for name, data in files[:10]],
+        do_quote=True,
+    )
+
+
+def _when(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+async def history_command(
+    update: Update, context: ContextTypes.DEFAULT_TYPE, *, services: Services
+) -> None:
+    """List the user's last requests with a button each to run it again."""
+    message, user, chat = update.message, update.effective_user, update.effective_chat
+    if message is None or user is None or chat is None:
+        return
+    lang = await language_of(services, user)
+    if not await guard(services, message=message, user=user, chat=chat, lang=lang):
+        return
+    texts = services.texts
+    records = await services.store.history(user_id=user.id, limit=HISTORY_SIZE)
+    if not records:
+        await reply_plain(message, texts.get(lang, "history.empty"))
+        return
+    lines = [texts.get(lang, "history.title")]
+    buttons = []
+    for i, record in enumerate(records, start=1):
+        options, _ = _stored_options(record)
+        shown = describe_options(options)
+        prompt = record.prompt if len(record.prompt) <= 80 else record.prompt[:79] + "…"
+        extra = f" ({shown})" if shown else ""
+        lines.append(f"{i}. {prompt}{extra} — {_when(record.created_at)}")
+        buttons.append(InlineKeyboardButton(f"🔁 {i}", callback_data=callback(RERUN, record.id)))
+    rows = [buttons[i : i + 5] for i in range(0, len(buttons), 5)]
+    await message.reply_text(
+        "\n".join(lines), reply_markup=InlineKeyboardMarkup(rows), do_quote=True
+    )
+
+
+def _source_file(message: Message) -> tuple[str, int | None] | None:
+    """Return (file id, size) of the picture this command works on, if any."""
+    for candidate in (message, message.reply_to_message):
+        if candidate is None:
+            continue
+        if candidate.photo:
+            largest = candidate.photo[-1]
+            return largest.file_id, largest.file_size
+        document = candidate.document
+        if document is not None and (document.mime_type or "").startswith("image/"):
+            return document.file_id, document.file_size
+    return None
+
+
+def _addressed_elsewhere(message: Message, text: str) -> bool:
+    token = text.split(maxsplit=1)[0] if text.split() else ""
+    if "@" not in token:
+        return False
+    return token.split("@", 1)[1].lower() != (message.get_bot().username or "").lower()
+
+
+async def _download_source(
+    services: Services, message: Message, user: User, lang: str
+) -> bytes | None:
+    """Fetch the picture through the Bot API and make it a PNG the images API accepts."""
+    texts = services.texts
+    source = _source_file(message)
+    if source is None:
+        await reply_plain(message, texts.get(lang, "edit.nothing"))
+        return None
+    file_id, size = source
+    if size is not None and size > MAX_SOURCE_DOWNLOAD:
+        await reply_plain(message, texts.get(lang, "edit.too_large"))
+        return None
+    try:
+        file = await message.get_bot().get_file(file_id)
+        data = bytes(await file.download_as_bytearray())
+    except TelegramError as exc:
+        logger.warning("could not download the picture for user %s: %s", user.id, exc)
+        await reply_plain(message, texts.get(lang, "edit.download_failed"))
+        return None
+    try:
+        return await asyncio.to_thread(to_png_within, data, max_bytes=MAX_EDIT_UPLOAD)
+    except ValueError:
+        await reply_plain(message, texts.get(lang, "edit.not_an_image"))
+        return None
+
+
+async def edit_command(
+    update: Update, context: ContextTypes.DEFAULT_TYPE, *, services: Services
+) -> None:
+    """Edit a picture: `/edit <prompt>` replying to it, or as the caption of a photo."""
+    message, user, chat = update.message, update.effective_user, update.effective_chat
+    if message is None or user is None or chat is None:
+        return
+    text = message.text or message.caption or ""
+    if _addressed_elsewhere(message, text):
+        return
+    lang = await language_of(services, user)
+    if not await guard(services, message=message, user=user, chat=chat, lang=lang):
+        return
+    texts = services.texts
+    try:
+        parsed = parse_image_args(command_args(text))
+        if not parsed.prompt:
+            await reply_plain(message, texts.get(lang, "edit.usage"))
+            return
+        prefs = await load_preferences(services, user=user, chat=chat)
+        job = build_job(services, prompt=parsed.prompt, typed=parsed.options, prefs=prefs)
+    except PromptError as exc:
+        await reply_plain(message, reply_for(services, lang, exc))
+        return
+    if not job.caps.supports_edit:
+        await reply_plain(message, texts.get(lang, "edit.unsupported", model=job.caps.name))
+        return
+    if _source_file(message) is None:
+        await reply_plain(message, texts.get(lang, "edit.nothing"))
+        return
+    source = await _download_source(services, message, user, lang)
+    if source is None:
+        return
+    job = Job(
+        description=job.description,
+        caps=job.caps,
+        options=job.options,
+        as_file=job.as_file,
+        kind="edit",
+        source=source,
+    )
+    await run_generation(services, reply_to=message, user=user, chat=chat, lang=lang, job=job)
+
+
+async def variation_command(
+    update: Update, context: ContextTypes.DEFAULT_TYPE, *, services: Services
+) -> None:
+    """Make variations of the picture this command replies to (models that support it)."""
+    message, user, chat = update.message, update.effective_user, update.effective_chat
+    if message is None or user is None or chat is None or message.text is None:
+        return
+    lang = await language_of(services, user)
+    if not await guard(services, message=message, user=user, chat=chat, lang=lang):
+        return
+    texts = services.texts
+    try:
+        parsed = parse_image_args(command_args(message.text))
+        prefs = await load_preferences(services, user=user, chat=chat)
+        job = build_job(
+            services, prompt=parsed.prompt or "variation", typed=parsed.options, prefs=prefs
+        )
+    except PromptError as exc:
+        await reply_plain(message, reply_for(services, lang, exc))
+        return
+    if not job.caps.supports_variation:
+        await reply_plain(message, texts.get(lang, "variation.unsupported", model=job.caps.name))
+        return
+    if _source_file(message) is None:
+        await reply_plain(message, texts.get(lang, "variation.nothing"))
+        return
+    source = await _download_source(services, message, user, lang)
+    if source is None:
+        return
+    job = Job(
+        description=job.description,
+        caps=job.caps,
+        options=job.options,
+        as_file=job.as_file,
+        kind="variation",
+        source=source,
+    )
+    await run_generation(services, reply_to=message, user=user, chat=chat, lang=lang, job=job)
+
+
+__all__ = ["edit_command", "history_command", "result_button", "variation_command"]

@@ -1,0 +1,29 @@
+"""The objects every handler needs, built once in `bot.app` and passed in explicitly."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from bot.config import Settings
+from bot.i18n import Texts
+from bot.images import ImagesClient
+from bot.limiter import GenerationLimiter
+from bot.originals import Originals
+from bot.store import Store
+
+
+@dataclass
+class Services:
+    """Shared, long-lived collaborators of the handlers (no Telegram objects here)."""
+
+    settings: Settings
+    images: ImagesClient
+    store: Store
+    texts: Texts
+    limiter: GenerationLimiter
+    clock: Callable[[], datetime]
+    originals: Originals
+    # (chat_id, user_id) -> when a "not allowed" notice was last sent in that group.
+    denied_notices: dict[tuple[int, int], datetime] = field(default_factory=dict)

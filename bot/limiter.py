@@ -1,0 +1,147 @@
+"""Admission control for generations: a per-user in-flight cap and one global FIFO queue.
+
+`GenerationLimiter.claim(user_id)` admits a request for a user (or raises `UserBusy`), and the
+returned `Ticket` then waits for one of the bot-wide generation slots in arrival order. While it
+waits, `Ticket.position` says how many requests are ahead of it plus one, so the handler can show
+"queued, position N". Releasing a ticket (it is an async context manager) frees both the user's
+claim and, if held, the slot, waking the next waiter in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from types import TracebackType
+
+
+class UserBusy(Exception):
+    """The user already has the maximum number of generations in flight."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"at most {limit} generations in flight per user")
+        self.limit = limit
+
+
+class GenerationLimiter:
+    """Cap generations per user and for the whole bot, queueing the excess in order."""
+
+    def __init__(self, *, max_concurrent: int, max_per_user: int) -> None:
+        if max_concurrent < 1 or max_per_user < 1:
+            raise ValueError("limits must be at least 1")
+        self.max_concurrent = max_concurrent
+        self.max_per_user = max_per_user
+        self._running = 0
+        self._waiters: deque[Ticket] = deque()
+        self._per_user: dict[int, int] = {}
+
+    @property
+    def running(self) -> int:
+        """Return how many generations hold a slot now."""
+        return self._running
+
+    @property
+    def queued(self) -> int:
+        """Return how many admitted requests wait for a slot."""
+        return len(self._waiters)
+
+    def in_flight(self, user_id: int) -> int:
+        """Return how many requests of this user are running or queued."""
+        return self._per_user.get(user_id, 0)
+
+    def claim(self, user_id: int) -> Ticket:
+        """Admit one request of `user_id`, or raise `UserBusy` when the user is at the cap."""
+        count = self._per_user.get(user_id, 0)
+        if count >= self.max_per_user:
+            raise UserBusy(self.max_per_user)
+        self._per_user[user_id] = count + 1
+        return Ticket(self, user_id)
+
+    def _position(self, ticket: Ticket) -> int:
+        try:
+            return self._waiters.index(ticket) + 1
+        except ValueError:
+            return 0
+
+    def _enqueue(self, ticket: Ticket) -> bool:
+        """Take a slot at once if one is free and nobody waits; else join the queue."""
+        if self._running < self.max_concurrent and not self._waiters:
+            self._running += 1
+            return True
+        self._waiters.append(ticket)
+        return False
+
+    def _release_slot(self) -> None:
+        self._running -= 1
+        while self._waiters and self._running < self.max_concurrent:
+            nxt = self._waiters.popleft()
+            self._running += 1
+            nxt._granted.set_result(None)
+
+    def _release_user(self, user_id: int) -> None:
+        count = self._per_user.get(user_id, 0) - 1
+        if count > 0:
+            self._per_user[user_id] = count
+        else:
+            self._per_user.pop(user_id, None)
+
+    def _abandon(self, ticket: Ticket) -> None:
+        try:
+            self._waiters.remove(ticket)
+        except ValueError:
+            return
+
+
+class Ticket:
+    """One admitted request: waits for a slot, then releases everything on exit."""
+
+    def __init__(self, limiter: GenerationLimiter, user_id: int) -> None:
+        self._limiter = limiter
+        self.user_id = user_id
+        self._granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._released = False
+        self._queued = False
+
+    @property
+    def position(self) -> int:
+        """Return 1 for the next request to run, 2 for the one after it, 0 when running."""
+        return self._limiter._position(self)
+
+    @property
+    def queued(self) -> bool:
+        """Return whether this request had to wait for a slot."""
+        return self._queued
+
+    def try_acquire(self) -> bool:
+        """Take a slot now if possible; otherwise join the queue and return False."""
+        if self._limiter._enqueue(self):
+            self._granted.set_result(None)
+            return True
+        self._queued = True
+        return False
+
+    async def wait(self) -> None:
+        """Wait until this request holds a slot (call `try_acquire` first)."""
+        await asyncio.shield(self._granted)
+
+    def release(self) -> None:
+        """Give back the slot (if held) and the user's claim; safe to call twice."""
+        if self._released:
+            return
+        self._released = True
+        if self._granted.done():
+            self._limiter._release_slot()
+        else:
+            self._granted.cancel()
+            self._limiter._abandon(self)
+        self._limiter._release_user(self.user_id)
+
+    async def __aenter__(self) -> Ticket:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()

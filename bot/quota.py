@@ -1,0 +1,59 @@
+"""Pure daily-quota math: the UTC day, when it resets, what is left, and the limit's exception.
+
+Exception family (the quota boundary)::
+
+    QuotaExceeded            the daily limit of a user or of a group chat would be exceeded
+
+A limit of zero or less means "no limit" everywhere in this module.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+
+
+class QuotaExceeded(Exception):
+    """A request would exceed a daily image limit; carries what is left and when it resets."""
+
+    def __init__(
+        self, *, scope: str, limit: int, used: int, remaining: int, resets_at: datetime
+    ) -> None:
+        super().__init__(
+            f"daily {scope} image limit of {limit} reached: {used} used, {remaining} left, "
+            f"resets at {resets_at.isoformat()}"
+        )
+        self.scope = scope
+        self.limit = limit
+        self.used = used
+        self.remaining = remaining
+        self.resets_at = resets_at
+
+
+def _as_utc(now: datetime) -> datetime:
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("a timezone-aware datetime is required")
+    return now.astimezone(UTC)
+
+
+def utc_day(now: datetime) -> date:
+    """Return the UTC calendar day that `now` (timezone-aware) falls on."""
+    return _as_utc(now).date()
+
+
+def next_reset(now: datetime) -> datetime:
+    """Return the next UTC midnight after `now` (timezone-aware), as a UTC datetime."""
+    return datetime.combine(utc_day(now) + timedelta(days=1), time(0), tzinfo=UTC)
+
+
+def remaining(*, limit: int, used: int) -> int | None:
+    """Return how many images are left under `limit` (never negative), or None when unlimited."""
+    if limit <= 0:
+        return None
+    return max(0, limit - used)
+
+
+def check(*, limit: int, used: int, requested: int) -> bool:
+    """Return whether `requested` more images fit under `limit` given `used` so far."""
+    if limit <= 0:
+        return True
+    return used + requested <= limit

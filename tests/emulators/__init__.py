@@ -1,0 +1,1 @@
+"""Loopback HTTP emulators of the services the bot talks to, for tests and benchmarks."""

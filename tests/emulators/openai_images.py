@@ -1,0 +1,734 @@
+"""A loopback emulator of the OpenAI images API that checks every request against the schema.
+
+    with OpenAIEmulator(api_key="sk-test") as emu:
+        client = ImagesClient(base_url=emu.base_url, api_key="sk-test")
+        ...
+        assert emu.invalid_requests == []
+
+Serves `POST /v1/images/generations`, `/v1/images/edits`, `/v1/images/variations` and
+`GET /files/{id}.{ext}` (for `url` answers). Every API request is validated against the official
+schema vendored in tests/data/images-openapi.yaml (JSON bodies against `CreateImageRequest`,
+multipart forms against `CreateImageEditRequest` / `CreateImageVariationRequest`) and against the
+per-model rules the real service enforces (no `response_format` for GPT image models, `n=1` for
+dall-e-3, sizes, qualities, prompt lengths). An invalid request is answered 400, like the real
+API, and recorded in `invalid_requests`.
+
+Scripted behaviour: `delay` before each answer, and `queue_faults([...])` of one-shot answers
+consumed in order by the next API requests (see `Fault`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+import io
+import itertools
+import json
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import yaml
+from aiohttp import web
+from jsonschema import Draft202012Validator
+from PIL import Image
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+from tests.emulators.server import ServerThread
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "data" / "images-openapi.yaml"
+_SCHEMA_URI = "urn:openai-images"
+_ENDPOINT_SCHEMAS = {
+    "generations": "CreateImageRequest",
+    "edits": "CreateImageEditRequest",
+    "variations": "CreateImageVariationRequest",
+}
+_DEFAULT_MODEL = {"generations": "dall-e-2", "edits": "gpt-image-1.5", "variations": "dall-e-2"}
+_SIZE_RE = re.compile(r"^(\d+)x(\d+)$")
+_CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+
+
+@functools.lru_cache(maxsize=1)
+def _schema_document() -> dict[str, Any]:
+    return yaml.safe_load(SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+@functools.lru_cache(maxsize=1)
+def _validators() -> dict[str, Draft202012Validator]:
+    resource = Resource.from_contents(_schema_document(), default_specification=DRAFT202012)
+    registry: Registry[Any] = Registry().with_resource(_SCHEMA_URI, resource)
+    return {
+        name: Draft202012Validator(
+            {"$ref": f"{_SCHEMA_URI}#/components/schemas/{name}"}, registry=registry
+        )
+        for name in _ENDPOINT_SCHEMAS.values()
+    }
+
+
+def _schema_properties(name: str) -> Mapping[str, Any]:
+    return _schema_document()["components"]["schemas"][name]["properties"]
+
+
+def _allowed_types(prop: Mapping[str, Any]) -> set[str]:
+    types: set[str] = set()
+    declared = prop.get("type")
+    if isinstance(declared, str):
+        types.add(declared)
+    elif isinstance(declared, list):
+        types.update(declared)
+    for branch in prop.get("anyOf", []):
+        types.update(_allowed_types(branch))
+    return types
+
+
+# -- scripted answers ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One scripted answer to the next API request.
+
+    kind: "status" (HTTP error with an OpenAI error body, or `body` as raw text), "hang" (answer
+    nothing for `seconds`), "garbage" (200 with non-JSON), "bad_base64", "empty_data",
+    "disconnect" (close the connection without answering).
+    """
+
+    kind: str = "status"
+    status: int = 500
+    code: str | None = None
+    type: str | None = None
+    message: str | None = None
+    retry_after: str | None = None
+    body: str | None = None
+    seconds: float = 30.0
+
+    @classmethod
+    def http(
+        cls,
+        status: int,
+        *,
+        code: str | None = None,
+        type: str | None = None,
+        message: str | None = None,
+        retry_after: str | float | None = None,
+        body: str | None = None,
+    ) -> Fault:
+        """Answer `status` with an error body."""
+        return cls(
+            kind="status",
+            status=status,
+            code=code,
+            type=type,
+            message=message,
+            retry_after=None if retry_after is None else _retry_after_text(retry_after),
+            body=body,
+        )
+
+    @classmethod
+    def hang(cls, seconds: float = 30.0) -> Fault:
+        """Answer nothing for `seconds` (or until the client gives up)."""
+        return cls(kind="hang", seconds=seconds)
+
+
+def _retry_after_text(value: str | float) -> str:
+    if isinstance(value, str):
+        return value
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def http_date(seconds_from_now: float) -> str:
+    """Return an HTTP date `seconds_from_now` in the future (for Retry-After)."""
+    return format_datetime(datetime.now(UTC) + timedelta(seconds=seconds_from_now), usegmt=True)
+
+
+def _as_fault(item: Fault | int | str) -> Fault:
+    if isinstance(item, Fault):
+        return item
+    if isinstance(item, int):
+        return Fault.http(item)
+    if item in {"hang", "garbage", "bad_base64", "empty_data", "disconnect"}:
+        return Fault(kind=item)
+    raise ValueError(f"unknown fault {item!r}")
+
+
+_DEFAULT_ERRORS = {
+    400: ("invalid_request_error", None, "Invalid request."),
+    401: ("invalid_request_error", "invalid_api_key", "Incorrect API key provided."),
+    403: ("invalid_request_error", "unsupported_country_region_territory", "Forbidden."),
+    404: ("invalid_request_error", "model_not_found", "The model does not exist."),
+    429: ("requests", "rate_limit_exceeded", "Rate limit reached for requests."),
+    500: ("server_error", None, "The server had an error while processing your request."),
+}
+_CODE_DEFAULTS = {
+    "moderation_blocked": (
+        "image_generation_user_error",
+        "Your request was rejected by the safety system.",
+    ),
+    "content_policy_violation": (
+        "invalid_request_error",
+        "Your request was rejected as a result of our safety system.",
+    ),
+    "insufficient_quota": ("insufficient_quota", "You exceeded your current quota."),
+}
+
+
+def error_body(
+    *, status: int, message: str | None = None, code: str | None = None, type: str | None = None
+) -> dict[str, Any]:
+    """Return an OpenAI-shaped error body."""
+    default_type, default_code, default_message = _DEFAULT_ERRORS.get(
+        status, ("server_error" if status >= 500 else "invalid_request_error", None, "Error.")
+    )
+    code_type, code_message = _CODE_DEFAULTS.get(code or "", (None, None))
+    return {
+        "error": {
+            "message": message or code_message or default_message,
+            "type": type or code_type or default_type,
+            "param": None,
+            "code": code if code is not None else default_code,
+        }
+    }
+
+
+# -- what was received --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RecordedFile:
+    """One uploaded file of a multipart request."""
+
+    filename: str | None
+    content_type: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request the emulator received."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    json: Any = None
+    form: Mapping[str, str] | None = None
+    files: Mapping[str, tuple[RecordedFile, ...]] | None = None
+    at: float = 0.0
+
+    @property
+    def endpoint(self) -> str | None:
+        """Return generations/edits/variations for API requests, else None."""
+        if self.path.startswith("/v1/images/"):
+            return self.path.rsplit("/", 1)[-1]
+        return None
+
+    @property
+    def fields(self) -> Mapping[str, Any]:
+        """Return the JSON body or the form fields, whichever this request had."""
+        if isinstance(self.json, dict):
+            return self.json
+        return self.form or {}
+
+
+@dataclass(frozen=True)
+class InvalidRequest:
+    """A request that the real API would have rejected, with the reasons."""
+
+    request: RecordedRequest
+    problems: tuple[str, ...]
+
+
+# -- per-model rules the schema does not express --------------------------------------------------
+
+
+def _family(model: str) -> str:
+    if model.startswith(("gpt-image", "chatgpt-image")):
+        return "gpt"
+    if model.startswith("dall-e-3"):
+        return "dall-e-3"
+    if model.startswith("dall-e-2"):
+        return "dall-e-2"
+    return "unknown"
+
+
+def _free_size_ok(width: int, height: int) -> bool:
+    return (
+        width % 16 == 0
+        and height % 16 == 0
+        and max(width, height) <= 3840
+        and max(width, height) <= 3 * min(width, height)
+        and 655_360 <= width * height <= 3840 * 2160
+    )
+
+
+def model_problems(endpoint: str, body: Mapping[str, Any]) -> list[str]:
+    """Return what the real service would reject in `body` for its model."""
+    model = str(body.get("model") or _DEFAULT_MODEL[endpoint])
+    family = _family(model)
+    if family == "unknown":
+        return []
+    problems: list[str] = []
+    if endpoint == "edits" and family == "dall-e-3":
+        problems.append("dall-e-3 does not support edits")
+    if endpoint == "variations" and family != "dall-e-2":
+        problems.append("only dall-e-2 supports variations")
+    if family == "gpt" and "response_format" in body:
+        problems.append("response_format is not supported for GPT image models")
+    if "style" in body and family != "dall-e-3":
+        problems.append("style is only supported for dall-e-3")
+    if family != "gpt":
+        problems.extend(
+            f"{name} is only supported for GPT image models"
+            for name in ("background", "output_format", "output_compression", "moderation")
+            if name in body
+        )
+    n = body.get("n", 1)
+    if family == "dall-e-3" and n != 1:
+        problems.append("dall-e-3 supports only n=1")
+    prompt = body.get("prompt")
+    limit = {"gpt": 32000, "dall-e-3": 4000, "dall-e-2": 1000}[family]
+    if isinstance(prompt, str) and len(prompt) > limit:
+        problems.append(f"prompt longer than {limit} characters")
+    quality = body.get("quality")
+    qualities = {
+        "gpt": {"low", "medium", "high", "auto"},
+        "dall-e-3": {"standard", "hd", "auto"},
+        "dall-e-2": {"standard", "auto"},
+    }[family]
+    if quality is not None and quality not in qualities:
+        problems.append(f"quality {quality!r} is not supported by {model}")
+    size = body.get("size")
+    if size is not None and not _size_ok(family, model, str(size)):
+        problems.append(f"size {size!r} is not supported by {model}")
+    if body.get("background") == "transparent" and body.get("output_format", "png") == "jpeg":
+        problems.append("transparent background needs png or webp output")
+    return problems
+
+
+def _size_ok(family: str, model: str, size: str) -> bool:
+    if family == "dall-e-2":
+        return size in {"256x256", "512x512", "1024x1024"}
+    if family == "dall-e-3":
+        return size in {"1024x1024", "1792x1024", "1024x1792"}
+    if size in {"auto", "1024x1024", "1536x1024", "1024x1536"}:
+        return True
+    match = _SIZE_RE.match(size)
+    if model.startswith("gpt-image-2") and match:
+        return _free_size_ok(int(match.group(1)), int(match.group(2)))
+    return False
+
+
+# -- the emulator -------------------------------------------------------------------------------
+
+
+@dataclass
+class _State:
+    requests: list[RecordedRequest] = field(default_factory=list)
+    invalid: list[InvalidRequest] = field(default_factory=list)
+    faults: deque[Fault] = field(default_factory=deque)
+    download_faults: deque[int | str] = field(default_factory=deque)
+    files: dict[str, tuple[bytes, str]] = field(default_factory=dict)
+    in_flight: int = 0
+    peak_in_flight: int = 0
+
+
+class OpenAIEmulator:
+    """Serve a schema-checking OpenAI images API on 127.0.0.1 from its own thread."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        answer_with: str = "b64_json",
+        delay: float = 0.0,
+        image_bytes: bytes | None = None,
+    ) -> None:
+        self.api_key = api_key
+        self.answer_with = answer_with  # "b64_json" (model-dependent default) or "url"
+        self.delay = delay
+        self.image_bytes = image_bytes
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._state = _State()
+        self._images: dict[tuple[int, int, bool, str], bytes] = {}
+        self._ids = itertools.count(1)
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/images/{endpoint:generations|edits|variations}", self._api)
+        app.router.add_get("/files/{name}", self._file)
+        self._server = ServerThread(app, name="openai-emulator")
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> Self:
+        """Start serving."""
+        _validators()  # load the schema before the first request
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving."""
+        self._server.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        """Return the server root, e.g. http://127.0.0.1:PORT."""
+        return self._server.url
+
+    @property
+    def base_url(self) -> str:
+        """Return the API base to configure (`{url}/v1`)."""
+        return f"{self._server.url}/v1"
+
+    # -- scripting and inspection -----------------------------------------------------------
+
+    def queue_faults(self, faults: Iterable[Fault | int | str]) -> None:
+        """Script the next API answers, consumed in order (ints are statuses, strings kinds)."""
+        with self._lock:
+            self._state.faults.extend(_as_fault(item) for item in faults)
+
+    def queue_download_faults(self, faults: Iterable[int | str]) -> None:
+        """Script the next file downloads: an HTTP status, or "disconnect"."""
+        with self._lock:
+            self._state.download_faults.extend(faults)
+
+    def reset(self) -> None:
+        """Forget every request, fault and stored file; keep the settings."""
+        with self._lock:
+            self._state = _State()
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Return every request received so far (API calls and downloads)."""
+        with self._lock:
+            return list(self._state.requests)
+
+    @property
+    def api_requests(self) -> list[RecordedRequest]:
+        """Return the API calls received so far."""
+        return [request for request in self.requests if request.endpoint is not None]
+
+    @property
+    def invalid_requests(self) -> list[InvalidRequest]:
+        """Return the requests the real API would have rejected."""
+        with self._lock:
+            return list(self._state.invalid)
+
+    @property
+    def peak_in_flight(self) -> int:
+        """Return the most API requests that were being answered at once."""
+        with self._lock:
+            return self._state.peak_in_flight
+
+    def wait_for_requests(self, count: int, timeout: float = 5.0) -> list[RecordedRequest]:
+        """Block until `count` API requests have arrived; raise TimeoutError otherwise."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                received = [r for r in self._state.requests if r.endpoint is not None]
+                if len(received) >= count:
+                    return received
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"{len(received)} of {count} requests within {timeout} s")
+                self._changed.wait(remaining)
+
+    # -- handlers ---------------------------------------------------------------------------
+
+    async def _api(self, request: web.Request) -> web.StreamResponse:
+        endpoint = request.match_info["endpoint"]
+        recorded, body, problems = await self._read(request, endpoint)
+        with self._changed:
+            self._state.requests.append(recorded)
+            self._state.in_flight += 1
+            self._state.peak_in_flight = max(self._state.peak_in_flight, self._state.in_flight)
+            self._changed.notify_all()
+        try:
+            return await self._answer(request, endpoint, recorded, body, problems)
+        finally:
+            with self._lock:
+                self._state.in_flight -= 1
+
+    async def _answer(
+        self,
+        request: web.Request,
+        endpoint: str,
+        recorded: RecordedRequest,
+        body: dict[str, Any],
+        problems: list[str],
+    ) -> web.StreamResponse:
+        if self.api_key is not None:
+            expected = f"Bearer {self.api_key}"
+            given = request.headers.get("Authorization", "")
+            if given != expected:
+                # Echo what was sent, so tests can prove the client scrubs keys from errors.
+                token = given.removeprefix("Bearer ").strip() or "<none>"
+                message = f"Incorrect API key provided: {token}."
+                return _json(401, error_body(status=401, message=message))
+        if problems:
+            with self._lock:
+                self._state.invalid.append(InvalidRequest(recorded, tuple(problems)))
+            return _json(400, error_body(status=400, message="; ".join(problems)))
+        with self._lock:
+            fault = self._state.faults.popleft() if self._state.faults else None
+        if self.delay:
+            await _sleep_while_connected(request, self.delay)
+        if fault is not None:
+            scripted = await self._fault(request, fault)
+            if scripted is not None:
+                return scripted
+        return self._success(endpoint, body, fault)
+
+    async def _fault(self, request: web.Request, fault: Fault) -> web.StreamResponse | None:
+        if fault.kind == "status":
+            headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
+            if fault.body is not None:
+                return web.Response(status=fault.status, text=fault.body, headers=headers)
+            payload = error_body(
+                status=fault.status, message=fault.message, code=fault.code, type=fault.type
+            )
+            return _json(fault.status, payload, headers=headers)
+        if fault.kind == "hang":
+            await _sleep_while_connected(request, fault.seconds)
+            return _json(500, error_body(status=500, message="hang ended"))
+        if fault.kind == "garbage":
+            return web.Response(status=200, text="<html>502 Bad Gateway</html>")
+        if fault.kind == "empty_data":
+            return _json(200, {"created": int(time.time()), "data": []})
+        if fault.kind == "disconnect":
+            if request.transport is not None:
+                request.transport.close()
+            return web.Response(status=500)
+        return None  # bad_base64 is shaped by _success
+
+    def _success(self, endpoint: str, body: Mapping[str, Any], fault: Fault | None) -> web.Response:
+        model = str(body.get("model") or _DEFAULT_MODEL[endpoint])
+        family = _family(model)
+        n = int(body.get("n") or 1)
+        size = str(body.get("size") or "1024x1024")
+        transparent = body.get("background") == "transparent"
+        fmt = str(body.get("output_format") or "png")
+        data = self._picture(size, transparent=transparent, fmt=fmt)
+        response_format = body.get("response_format")
+        use_url = self.answer_with == "url" or (
+            family in {"dall-e-2", "dall-e-3"} and response_format in (None, "url")
+        )
+        if response_format == "b64_json":
+            use_url = False
+        items: list[dict[str, Any]] = []
+        for _ in range(n):
+            item: dict[str, Any] = {}
+            if fault is not None and fault.kind == "bad_base64":
+                item["b64_json"] = "this is %%% not base64 !!!"
+            elif use_url:
+                item["url"] = self._store(data, fmt)
+            else:
+                item["b64_json"] = base64.b64encode(data).decode("ascii")
+            if family == "dall-e-3":
+                item["revised_prompt"] = f"A vivid rendering of: {body.get('prompt', '')}"
+            items.append(item)
+        payload: dict[str, Any] = {"created": int(time.time()), "data": items}
+        if family == "gpt":
+            quality = body.get("quality")
+            payload.update(
+                size=size if size != "auto" else "1024x1024",
+                quality=quality if quality in {"low", "medium", "high"} else "medium",
+                background="transparent" if transparent else "opaque",
+                output_format=fmt,
+                usage={
+                    "input_tokens": 50,
+                    "output_tokens": 4160 * n,
+                    "total_tokens": 50 + 4160 * n,
+                    "input_tokens_details": {"text_tokens": 50, "image_tokens": 0},
+                },
+            )
+        return _json(200, payload)
+
+    async def _file(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        recorded = RecordedRequest(
+            method=request.method,
+            path=request.path,
+            headers=dict(request.headers),
+            at=time.monotonic(),
+        )
+        with self._changed:
+            self._state.requests.append(recorded)
+            fault = self._state.download_faults.popleft() if self._state.download_faults else None
+            stored = self._state.files.get(name.split(".", 1)[0])
+        if fault == "disconnect":
+            if request.transport is not None:
+                request.transport.close()
+            return web.Response(status=500)
+        if isinstance(fault, int):
+            return web.Response(status=fault, text="scripted download failure")
+        if stored is None:
+            return web.Response(status=404, text="no such file")
+        data, content_type = stored
+        return web.Response(body=data, content_type=content_type)
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    async def _read(
+        self, request: web.Request, endpoint: str
+    ) -> tuple[RecordedRequest, dict[str, Any], list[str]]:
+        headers = dict(request.headers)
+        problems: list[str] = []
+        if request.content_type == "application/json" and endpoint == "generations":
+            raw = await request.read()
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                body = None
+                problems.append("body is not JSON")
+            recorded = RecordedRequest(
+                method=request.method,
+                path=request.path,
+                headers=headers,
+                json=body,
+                at=time.monotonic(),
+            )
+            if not isinstance(body, dict):
+                return recorded, {}, problems or ["body is not a JSON object"]
+            instance: dict[str, Any] = body
+        elif request.content_type == "multipart/form-data" and endpoint != "generations":
+            form: dict[str, str] = {}
+            files: dict[str, list[RecordedFile]] = {}
+            posted = await request.post()
+            for name, value in posted.items():
+                if isinstance(value, web.FileField):
+                    files.setdefault(name, []).append(
+                        RecordedFile(value.filename, value.content_type, value.file.read())
+                    )
+                else:
+                    form[name] = str(value)
+            recorded = RecordedRequest(
+                method=request.method,
+                path=request.path,
+                headers=headers,
+                form=form,
+                files={name: tuple(found) for name, found in files.items()},
+                at=time.monotonic(),
+            )
+            instance = self._form_instance(endpoint, form, files, problems)
+        else:
+            recorded = RecordedRequest(
+                method=request.method, path=request.path, headers=headers, at=time.monotonic()
+            )
+            return recorded, {}, [f"unexpected content type {request.content_type!r}"]
+        validator = _validators()[_ENDPOINT_SCHEMAS[endpoint]]
+        problems.extend(
+            f"{'/'.join(map(str, error.absolute_path)) or '<body>'}: {error.message}"
+            for error in validator.iter_errors(instance)
+        )
+        problems.extend(model_problems(endpoint, instance))
+        return recorded, instance, problems
+
+    @staticmethod
+    def _form_instance(
+        endpoint: str,
+        form: Mapping[str, str],
+        files: Mapping[str, list[RecordedFile]],
+        problems: list[str],
+    ) -> dict[str, Any]:
+        properties = _schema_properties(_ENDPOINT_SCHEMAS[endpoint])
+        instance: dict[str, Any] = {}
+        for name, text in form.items():
+            key = name.removesuffix("[]")
+            prop = properties.get(key)
+            if prop is not None and prop.get("format") == "binary":
+                problems.append(f"{key} must be uploaded as a file")
+            types = _allowed_types(prop or {})
+            if "integer" in types and re.fullmatch(r"-?\d+", text):
+                instance[key] = int(text)
+            elif "boolean" in types and text in {"true", "false"}:
+                instance[key] = text == "true"
+            else:
+                instance[key] = text
+        for name, uploaded in files.items():
+            key = name.removesuffix("[]")
+            prop = properties.get(key, {})
+            if "binary" not in json.dumps(prop):
+                problems.append(f"{name} is not a file field")
+            for item in uploaded:
+                if not item.data:
+                    problems.append(f"{name} is empty")
+            placeholders = ["<binary>"] * len(uploaded)
+            instance[key] = placeholders if name.endswith("[]") or len(uploaded) > 1 else "<binary>"
+        return instance
+
+    def _picture(self, size: str, *, transparent: bool, fmt: str) -> bytes:
+        if self.image_bytes is not None:
+            return self.image_bytes
+        match = _SIZE_RE.match(size)
+        width, height = (int(match.group(1)), int(match.group(2))) if match else (1024, 1024)
+        if fmt == "jpeg":
+            transparent = False
+        key = (width, height, transparent, fmt)
+        with self._lock:
+            cached = self._images.get(key)
+        if cached is not None:
+            return cached
+        data = render_picture(width, height, transparent=transparent, fmt=fmt)
+        with self._lock:
+            self._images[key] = data
+        return data
+
+    def _store(self, data: bytes, fmt: str) -> str:
+        file_id = f"img-{next(self._ids)}"
+        with self._lock:
+            self._state.files[file_id] = (data, _CONTENT_TYPES.get(fmt, "image/png"))
+        return f"{self.url}/files/{file_id}.{fmt}"
+
+
+def render_picture(
+    width: int, height: int, *, transparent: bool = False, fmt: str = "png"
+) -> bytes:
+    """Draw a small two-colour picture of the given size and encode it."""
+    mode = "RGBA" if transparent else "RGB"
+    background = (0, 0, 0, 0) if transparent else (250, 220, 40)
+    image = Image.new(mode, (width, height), background)
+    box = (width // 4, height // 4, 3 * width // 4, 3 * height // 4)
+    image.paste((30, 90, 200, 255) if transparent else (30, 90, 200), box)
+    buffer = io.BytesIO()
+    pil_format = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}.get(fmt, "PNG")
+    options: dict[str, Any] = {"compress_level": 1} if pil_format == "PNG" else {"quality": 80}
+    image.save(buffer, format=pil_format, **options)
+    return buffer.getvalue()
+
+
+def _json(status: int, payload: Any, *, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status,
+        text=json.dumps(payload),
+        content_type="application/json",
+        headers=dict(headers or {}),
+    )
+
+
+async def _sleep_while_connected(request: web.Request, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            return
+        await asyncio.sleep(min(0.05, max(0.0, deadline - time.monotonic())))

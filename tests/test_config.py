@@ -1,0 +1,421 @@
+"""Tests for bot.config: every variable's defaults, good and bad forms, and secret hiding."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from bot.config import ENV_VARS, ConfigError, Secret, Settings, load_settings
+
+TOKEN = "123456789:AAE-secret_Token-value"
+KEY = "sk-very-secret-api-key-1234"
+
+
+def load(**env: str) -> Settings:
+    return load_settings({"TELEGRAM_BOT_TOKEN": TOKEN, **env})
+
+
+def problems(**env: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_settings({"TELEGRAM_BOT_TOKEN": TOKEN, **env})
+    return info.value.problems
+
+
+def single_problem(name: str, value: str) -> str:
+    found = problems(**{name: value})
+    assert len(found) == 1, found
+    assert found[0].startswith(f"{name}: "), found
+    return found[0]
+
+
+def test_defaults() -> None:
+    s = load()
+    assert s.telegram_bot_token.get() == TOKEN
+    assert s.telegram_api_url == "https://api.telegram.org"
+    assert s.bot_api_base_url == "https://api.telegram.org/bot"
+    assert s.bot_file_base_url == "https://api.telegram.org/file/bot"
+    assert s.openai_base_url == "https://api.openai.com/v1"
+    assert s.openai_api_key.get() == ""
+    assert not s.openai_api_key
+    assert s.image_model == "gpt-image-2"
+    assert s.image_models == ("gpt-image-2",)
+    assert dict(s.openai_extra_headers) == {}
+    assert dict(s.openai_extra_body) == {}
+    assert s.default_image_size is None
+    assert s.default_image_quality is None
+    assert s.image_timeout_seconds == 180.0
+    assert s.max_concurrent_generations == 16
+    assert s.max_inflight_per_user == 2
+    assert s.status_message_delay_seconds == 8.0
+    assert s.allowed_user_ids == frozenset()
+    assert s.allowed_chat_ids == frozenset()
+    assert s.admin_user_ids == frozenset()
+    assert s.daily_image_limit == 0
+    assert s.daily_chat_image_limit == 0
+    assert s.data_dir == Path("data")
+    assert s.log_level == "INFO"
+    assert s.webhook_url is None
+    assert not s.use_webhook
+    assert s.webhook_listen == "0.0.0.0"
+    assert s.webhook_port == 8443
+    assert s.webhook_secret_token.get() == ""
+
+
+def test_every_contract_variable_is_read() -> None:
+    source = Path("bot/config.py").read_text(encoding="utf-8")
+    for name in ENV_VARS:
+        assert source.count(f'"{name}"') >= 2, name  # listed in ENV_VARS and parsed
+    assert len(ENV_VARS) == len(set(ENV_VARS)) == 25
+
+
+def test_every_field_is_set_from_the_environment() -> None:
+    env = {
+        "TELEGRAM_BOT_TOKEN": TOKEN,
+        "TELEGRAM_API_URL": "http://127.0.0.1:8081/",
+        "OPENAI_BASE_URL": "https://gateway.example.com/openai/v1/",
+        "OPENAI_API_KEY": KEY,
+        "IMAGE_MODEL": "dall-e-3",
+        "IMAGE_MODELS": "gpt-image-2, dall-e-3 ,,gpt-image-1",
+        "OPENAI_EXTRA_HEADERS": '{"X-Project": "bot", "api-key": "abc"}',
+        "OPENAI_EXTRA_BODY": '{"moderation": "low", "user": {"id": 1}}',
+        "DEFAULT_IMAGE_SIZE": "1792×1024",
+        "DEFAULT_IMAGE_QUALITY": "HD",
+        "IMAGE_TIMEOUT_SECONDS": "60.5",
+        "MAX_CONCURRENT_GENERATIONS": "4",
+        "MAX_INFLIGHT_PER_USER": "1",
+        "STATUS_MESSAGE_DELAY_SECONDS": "0",
+        "ALLOWED_USER_IDS": " 1, 2 ,,3 ",
+        "ALLOWED_CHAT_IDS": "-1001234567890",
+        "ADMIN_USER_IDS": "42",
+        "DAILY_IMAGE_LIMIT": "10",
+        "DAILY_CHAT_IMAGE_LIMIT": "100",
+        "DATA_DIR": "/var/lib/bot",
+        "LOG_LEVEL": "debug",
+        "WEBHOOK_URL": "https://bot.example.com/hook",
+        "WEBHOOK_LISTEN": "127.0.0.1",
+        "WEBHOOK_PORT": "8080",
+        "WEBHOOK_SECRET_TOKEN": "s3cret_-TOKEN",
+    }
+    assert set(env) == set(ENV_VARS)
+    s = load_settings(env)
+    assert s.telegram_api_url == "http://127.0.0.1:8081"
+    assert s.bot_api_base_url == "http://127.0.0.1:8081/bot"
+    assert s.bot_file_base_url == "http://127.0.0.1:8081/file/bot"
+    assert s.openai_base_url == "https://gateway.example.com/openai/v1"
+    assert s.openai_api_key.get() == KEY
+    assert s.image_model == "dall-e-3"
+    assert s.image_models == ("dall-e-3", "gpt-image-2", "gpt-image-1")
+    assert dict(s.openai_extra_headers) == {"X-Project": "bot", "api-key": "abc"}
+    assert dict(s.openai_extra_body) == {"moderation": "low", "user": {"id": 1}}
+    assert s.default_image_size == "1792x1024"
+    assert s.default_image_quality == "hd"
+    assert s.image_timeout_seconds == 60.5
+    assert s.max_concurrent_generations == 4
+    assert s.max_inflight_per_user == 1
+    assert s.status_message_delay_seconds == 0.0
+    assert s.allowed_user_ids == frozenset({1, 2, 3})
+    assert s.allowed_chat_ids == frozenset({-1001234567890})
+    assert s.admin_user_ids == frozenset({42})
+    assert s.daily_image_limit == 10
+    assert s.daily_chat_image_limit == 100
+    assert s.data_dir == Path("/var/lib/bot")
+    assert s.log_level == "DEBUG"
+    assert s.webhook_url == "https://bot.example.com/hook"
+    assert s.use_webhook
+    assert s.webhook_listen == "127.0.0.1"
+    assert s.webhook_port == 8080
+    assert s.webhook_secret_token.get() == "s3cret_-TOKEN"
+
+
+def test_settings_is_frozen_and_mappings_are_read_only() -> None:
+    s = load(OPENAI_EXTRA_BODY='{"a": 1}')
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.image_model = "x"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        s.openai_extra_body["b"] = 2  # type: ignore[index]
+
+
+def test_empty_strings_count_as_unset() -> None:
+    env = dict.fromkeys(ENV_VARS, "")
+    env["TELEGRAM_BOT_TOKEN"] = TOKEN
+    assert load_settings(env) == load()
+
+
+def test_image_models_always_start_with_image_model() -> None:
+    assert load(IMAGE_MODELS="dall-e-3").image_models == ("gpt-image-2", "dall-e-3")
+    assert load(IMAGE_MODEL="m1", IMAGE_MODELS="m2,m1,m2").image_models == ("m1", "m2")
+    assert Settings(image_model="x", image_models=("y",)).image_models == ("x", "y")
+
+
+@pytest.mark.parametrize("token", ["", "   "])
+def test_missing_token(token: str) -> None:
+    found = problems(TELEGRAM_BOT_TOKEN=token)
+    assert len(found) == 1
+    assert found[0].startswith("TELEGRAM_BOT_TOKEN: expected")
+    assert "missing" in found[0]
+
+
+@pytest.mark.parametrize(
+    "token",
+    ["abc:Zq7Secret", "987654321", "987654321:", ":Zq7Secret", "98 7:Zq7", "987:Zq/7", "9:Zq7 x"],
+)
+def test_malformed_token_is_reported_without_echo(token: str) -> None:
+    message = single_problem("TELEGRAM_BOT_TOKEN", token)
+    assert "Zq7" not in message
+    assert "987" not in message
+    assert message == (
+        "TELEGRAM_BOT_TOKEN: expected the bot token from @BotFather, "
+        "like 123456789:AAE… (value not shown)"
+    )
+
+
+def test_malformed_token_secret_part_not_echoed() -> None:
+    message = single_problem("TELEGRAM_BOT_TOKEN", "123456789:AAE secret-typo")
+    assert "secret-typo" not in message
+
+
+def test_token_not_required_for_the_cli() -> None:
+    s = load_settings({}, require_telegram=False)
+    assert s.telegram_bot_token.get() == ""
+    s = load_settings({"TELEGRAM_BOT_TOKEN": "garbage"}, require_telegram=False)
+    assert s.openai_base_url == "https://api.openai.com/v1"
+
+
+@pytest.mark.parametrize("name", ["TELEGRAM_API_URL", "OPENAI_BASE_URL"])
+@pytest.mark.parametrize(
+    "value", ["api.openai.com", "ftp://example.com", "https://", "http://:80/x", "https://a b.com"]
+)
+def test_bad_urls(name: str, value: str) -> None:
+    message = single_problem(name, value)
+    assert "http(s) URL" in message
+
+
+@pytest.mark.parametrize("name", ["TELEGRAM_API_URL", "OPENAI_BASE_URL"])
+@pytest.mark.parametrize("value", ["http://localhost:8080", "HTTPS://Example.com/v1/"])
+def test_good_urls(name: str, value: str) -> None:
+    s = load(**{name: value})
+    assert getattr(s, name.lower()) == value.rstrip("/")
+
+
+def test_api_key_with_line_break_is_rejected_without_echo() -> None:
+    message = single_problem("OPENAI_API_KEY", "sk-abc\ndef")
+    assert "sk-abc" not in message
+    assert "def" not in message.split("expected")[0]
+
+
+def test_api_key_is_stripped() -> None:
+    assert load(OPENAI_API_KEY=f"  {KEY}\n").openai_api_key.get() == KEY
+
+
+@pytest.mark.parametrize("value", ["bad model", "a\tb"])
+def test_bad_image_model(value: str) -> None:
+    single_problem("IMAGE_MODEL", value)
+
+
+def test_bad_image_models() -> None:
+    single_problem("IMAGE_MODELS", "a, b c")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("OPENAI_EXTRA_HEADERS", "not json"),
+        ("OPENAI_EXTRA_HEADERS", "[1, 2]"),
+        ("OPENAI_EXTRA_HEADERS", '{"X-A": 1}'),
+        ("OPENAI_EXTRA_HEADERS", '{"X-A": "a\\nb"}'),
+        ("OPENAI_EXTRA_HEADERS", '{"bad name": "v"}'),
+        ("OPENAI_EXTRA_BODY", "{oops"),
+        ("OPENAI_EXTRA_BODY", '"string"'),
+        ("OPENAI_EXTRA_BODY", "null"),
+    ],
+)
+def test_bad_json_settings(name: str, value: str) -> None:
+    message = single_problem(name, value)
+    assert "JSON object" in message or "header names" in message
+
+
+def test_header_values_are_not_echoed() -> None:
+    message = single_problem("OPENAI_EXTRA_HEADERS", '{"api-key": ["hidden-value"]}')
+    assert "hidden-value" not in message
+    assert "api-key" in message
+
+
+@pytest.mark.parametrize("name", ["ALLOWED_USER_IDS", "ALLOWED_CHAT_IDS", "ADMIN_USER_IDS"])
+@pytest.mark.parametrize("value", ["abc", "1,2,x", "1;2", "1.5", "@user"])
+def test_bad_id_lists(name: str, value: str) -> None:
+    message = single_problem(name, value)
+    assert "comma-separated" in message
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("1", {1}), ("1,2", {1, 2}), (" 7 , ,8,", {7, 8}), (",", set()), ("-100123,+5", {-100123, 5})],
+)
+def test_good_id_lists(value: str, expected: set[int]) -> None:
+    assert load(ADMIN_USER_IDS=value).admin_user_ids == frozenset(expected)
+
+
+@pytest.mark.parametrize("name", ["DAILY_IMAGE_LIMIT", "DAILY_CHAT_IMAGE_LIMIT"])
+@pytest.mark.parametrize("value", ["abc", "-1", "1.5", "1e3", "ten"])
+def test_bad_limits(name: str, value: str) -> None:
+    message = single_problem(name, value)
+    assert message == f'{name}: expected a whole number ≥ 0, got "{value}"'
+
+
+@pytest.mark.parametrize("name", ["MAX_CONCURRENT_GENERATIONS", "MAX_INFLIGHT_PER_USER"])
+@pytest.mark.parametrize("value", ["0", "-3", "two", "2.0"])
+def test_bad_concurrency(name: str, value: str) -> None:
+    assert "whole number ≥ 1" in single_problem(name, value)
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "abc", "nan", "inf"])
+def test_bad_timeout(value: str) -> None:
+    assert "> 0" in single_problem("IMAGE_TIMEOUT_SECONDS", value)
+
+
+@pytest.mark.parametrize("value", ["-1", "soon", "nan"])
+def test_bad_status_delay(value: str) -> None:
+    assert "≥ 0" in single_problem("STATUS_MESSAGE_DELAY_SECONDS", value)
+
+
+@pytest.mark.parametrize("value", ["verbose", "INF", "5"])
+def test_bad_log_level(value: str) -> None:
+    assert "DEBUG" in single_problem("LOG_LEVEL", value)
+
+
+@pytest.mark.parametrize("value", ["debug", "Info", "WARNING", "error", "critical"])
+def test_good_log_levels(value: str) -> None:
+    assert load(LOG_LEVEL=value).log_level == value.upper()
+
+
+@pytest.mark.parametrize("value", ["0", "65536", "-1", "http", "80.5"])
+def test_bad_webhook_port(value: str) -> None:
+    assert "1 to 65535" in single_problem("WEBHOOK_PORT", value)
+
+
+@pytest.mark.parametrize("value", ["1", "65535", "443"])
+def test_good_webhook_port(value: str) -> None:
+    assert load(WEBHOOK_PORT=value).webhook_port == int(value)
+
+
+@pytest.mark.parametrize("value", ["http://bot.example.com/hook", "bot.example.com", "https://"])
+def test_webhook_url_must_be_https(value: str) -> None:
+    assert "https URL" in single_problem("WEBHOOK_URL", value)
+
+
+def test_bad_webhook_listen() -> None:
+    single_problem("WEBHOOK_LISTEN", "0.0.0.0 1")
+
+
+@pytest.mark.parametrize("value", ["has space", "bad!char", "x" * 257])
+def test_bad_webhook_secret_is_not_echoed(value: str) -> None:
+    message = single_problem("WEBHOOK_SECRET_TOKEN", value)
+    assert value not in message
+
+
+@pytest.mark.parametrize("value", ["big", "10x", "axb", "1024*1024"])
+def test_malformed_default_size(value: str) -> None:
+    assert "WxH" in single_problem("DEFAULT_IMAGE_SIZE", value)
+
+
+def test_malformed_default_quality() -> None:
+    assert "quality word" in single_problem("DEFAULT_IMAGE_QUALITY", "very-high")
+
+
+@pytest.mark.parametrize(
+    ("model", "size", "quality"),
+    [
+        ("gpt-image-2", "1024x1024", "high"),
+        ("gpt-image-2", "landscape", "hd"),
+        ("dall-e-3", "1792x1024", "hd"),
+        ("dall-e-2", "512x512", None),
+        ("some-local-model", "640x480", "ultra"),
+    ],
+)
+def test_defaults_accepted_by_the_model(model: str, size: str, quality: str | None) -> None:
+    env = {"IMAGE_MODEL": model, "DEFAULT_IMAGE_SIZE": size}
+    if quality:
+        env["DEFAULT_IMAGE_QUALITY"] = quality
+    s = load(**env)
+    assert s.default_image_size == size
+
+
+@pytest.mark.parametrize(
+    ("model", "name", "value"),
+    [
+        ("dall-e-3", "DEFAULT_IMAGE_SIZE", "1536x1024"),
+        ("gpt-image-1", "DEFAULT_IMAGE_SIZE", "1792x1024"),
+        ("dall-e-2", "DEFAULT_IMAGE_QUALITY", "hd"),
+        ("gpt-image-2", "DEFAULT_IMAGE_QUALITY", "ultra"),
+    ],
+)
+def test_defaults_checked_against_the_model(model: str, name: str, value: str) -> None:
+    found = problems(IMAGE_MODEL=model, **{name: value})
+    assert len(found) == 1, found
+    assert found[0].startswith(name)
+    assert model in found[0]
+
+
+def test_all_problems_reported_at_once() -> None:
+    env = {
+        "TELEGRAM_BOT_TOKEN": "",
+        "TELEGRAM_API_URL": "nope",
+        "OPENAI_BASE_URL": "nope",
+        "OPENAI_EXTRA_HEADERS": "[]",
+        "OPENAI_EXTRA_BODY": "[]",
+        "IMAGE_TIMEOUT_SECONDS": "0",
+        "MAX_CONCURRENT_GENERATIONS": "x",
+        "MAX_INFLIGHT_PER_USER": "x",
+        "STATUS_MESSAGE_DELAY_SECONDS": "x",
+        "ALLOWED_USER_IDS": "x",
+        "ALLOWED_CHAT_IDS": "x",
+        "ADMIN_USER_IDS": "x",
+        "DAILY_IMAGE_LIMIT": "x",
+        "DAILY_CHAT_IMAGE_LIMIT": "x",
+        "LOG_LEVEL": "x",
+        "WEBHOOK_URL": "http://x",
+        "WEBHOOK_PORT": "0",
+        "WEBHOOK_SECRET_TOKEN": "bad secret",
+        "DEFAULT_IMAGE_SIZE": "big",
+    }
+    with pytest.raises(ConfigError) as info:
+        load_settings(env)
+    named = [p.split(":", 1)[0] for p in info.value.problems]
+    assert sorted(named) == sorted(env)
+    assert str(info.value) == "; ".join(info.value.problems)
+
+
+def test_secrets_never_in_repr_or_str() -> None:
+    s = load(OPENAI_API_KEY=KEY, WEBHOOK_SECRET_TOKEN="hook-secret-value")
+    for text in (repr(s), str(s), f"{s}", repr(s.openai_api_key), str(s.telegram_bot_token)):
+        assert TOKEN not in text
+        assert "AAE-secret" not in text
+        assert KEY not in text
+        assert "hook-secret-value" not in text
+    assert "gpt-image-2" in repr(s)
+
+
+def test_secret_behaviour() -> None:
+    assert Secret("a") == Secret("a")
+    assert Secret("a") != Secret("b")
+    assert Secret("a") != "a"
+    assert bool(Secret("")) is False
+    assert repr(Secret("")) == "Secret('')"
+    assert "x" not in repr(Secret("x"))
+    assert Settings(openai_api_key="k").openai_api_key == Secret("k")  # type: ignore[arg-type]
+
+
+def test_settings_built_directly_are_normalized() -> None:
+    s = Settings(
+        telegram_api_url="http://h:1/",
+        openai_extra_body={"a": 1},
+        admin_user_ids={1},  # type: ignore[arg-type]
+        data_dir="d",  # type: ignore[arg-type]
+    )
+    assert s.bot_api_base_url == "http://h:1/bot"
+    assert s.admin_user_ids == frozenset({1})
+    assert s.data_dir == Path("d")
+    with pytest.raises(TypeError):
+        s.openai_extra_body["a"] = 2  # type: ignore[index]

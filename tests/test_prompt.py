@@ -1,0 +1,348 @@
+"""Tests for bot.prompt: parsing `/image` arguments into a prompt and options."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import fields
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bot.prompt import (
+    BadOption,
+    ConflictingOption,
+    EmptyPrompt,
+    ImageOptions,
+    ParsedCommand,
+    PromptError,
+    describe_options,
+    merge_options,
+    parse_image_args,
+)
+
+Opts = ImageOptions
+
+
+@pytest.mark.parametrize(
+    ("text", "prompt", "options"),
+    [
+        ("yellow alpaca", "yellow alpaca", Opts()),
+        ("yellow alpaca 1024x1024", "yellow alpaca", Opts(size="1024x1024")),
+        ("yellow alpaca 1024X1536", "yellow alpaca", Opts(size="1024x1536")),
+        ("yellow alpaca 1536×1024", "yellow alpaca", Opts(size="1536x1024")),
+        ("жёлтая альпака 1024х1024", "жёлтая альпака", Opts(size="1024x1024")),  # Cyrillic х
+        ("жёлтая альпака 1024Х1024 Х2", "жёлтая альпака", Opts(size="1024x1024", count=2)),
+        ("cat 0256x00512", "cat", Opts(size="256x512")),
+        ("cat 100000x1", "cat", Opts(size="100000x1")),
+        ("cat square", "cat", Opts(size="square")),
+        ("cat LANDSCAPE", "cat", Opts(size="landscape")),
+        ("cat Portrait", "cat", Opts(size="portrait")),
+        ("cat x2", "cat", Opts(count=2)),
+        ("cat X10", "cat", Opts(count=10)),
+        ("cat ×3", "cat", Opts(count=3)),
+        ("cat x01", "cat", Opts(count=1)),
+        ("cat high", "cat", Opts(quality="high")),
+        ("cat low", "cat", Opts(quality="low")),
+        ("cat medium", "cat", Opts(quality="medium")),
+        ("cat auto", "cat", Opts(quality="auto")),
+        ("cat HD", "cat", Opts(quality="hd")),
+        ("cat standard", "cat", Opts(quality="standard")),
+        ("cat vivid", "cat", Opts(style="vivid")),
+        ("cat natural", "cat", Opts(style="natural")),
+        ("cat transparent", "cat", Opts(background="transparent")),
+        (
+            "yellow alpaca 1024x1024 x2 high vivid transparent",
+            "yellow alpaca",
+            Opts(
+                size="1024x1024", count=2, quality="high", style="vivid", background="transparent"
+            ),
+        ),
+        (
+            "yellow alpaca transparent vivid high x2 1024x1024",
+            "yellow alpaca",
+            Opts(
+                size="1024x1024", count=2, quality="high", style="vivid", background="transparent"
+            ),
+        ),
+        # The scan stops at the first non-option from the end; earlier option words are prompt.
+        ("high x2 cat", "high x2 cat", Opts()),
+        ("a high tower x2", "a high tower", Opts(count=2)),
+        ("square peg in a round hole", "square peg in a round hole", Opts()),
+        # Number-ish words that are not options.
+        ("room 101", "room 101", Opts()),
+        ("an x-ray", "an x-ray", Opts()),
+        ("x2y", "x2y", Opts()),
+        ("a cat x", "a cat x", Opts()),
+        ("a cat 1024x", "a cat 1024x", Opts()),
+        ("a cat x1024x", "a cat x1024x", Opts()),
+        ("rubik's cube 3x3x3", "rubik's cube 3x3x3", Opts()),
+        ("cat 1024x1024x2", "cat 1024x1024x2", Opts()),
+        ("cat -1x5", "cat -1x5", Opts()),
+        ("cat x-2", "cat x-2", Opts()),
+        ("cat x2.5", "cat x2.5", Opts()),
+        ("cat 2x", "cat 2x", Opts()),
+        ("cat highx2", "cat highx2", Opts()),
+        ("cat 1024*1024", "cat 1024*1024", Opts()),
+        # Non-ASCII digits are not digits here.
+        ("cat １０２４x１０２４", "cat １０２４x１０２４", Opts()),
+        ("cat x٢", "cat x٢", Opts()),
+        ("cat ²x²", "cat ²x²", Opts()),
+        # Whitespace: outer stripped, inner kept exactly, any whitespace separates tokens.
+        ("  cat  ", "cat", Opts()),
+        ("\n\ncat\n\n", "cat", Opts()),
+        ("a  big\n\ncat \t x2", "a  big\n\ncat", Opts(count=2)),
+        ("a big cat\nx2", "a big cat", Opts(count=2)),
+        ("a big cat\n\nsquare\nhigh\n", "a big cat", Opts(size="square", quality="high")),
+        ("a big cat\tsquare", "a big cat", Opts(size="square")),
+        ("a big cat\u00a0x2", "a big cat", Opts(count=2)),  # NBSP
+        ("a big cat\u2003x2", "a big cat", Opts(count=2)),  # em space
+        ("a big cat\u3000x2", "a big cat", Opts(count=2)),  # ideographic space
+        ("a big cat\u200bx2", "a big cat\u200bx2", Opts()),  # zero-width space is not whitespace
+        ("a big cat x2\u200b", "a big cat x2\u200b", Opts()),
+        # Options only, or nothing at all: empty prompt, never an error here.
+        ("", "", Opts()),
+        ("   \n\t ", "", Opts()),
+        ("x2", "", Opts(count=2)),
+        ("  1024x1024 x4 hd  ", "", Opts(size="1024x1024", count=4, quality="hd")),
+        # Markup and odd characters pass through untouched.
+        ("<b>cat</b> & dog x2", "<b>cat</b> & dog", Opts(count=2)),
+        ("`code` *bold* _it_ square", "`code` *bold* _it_", Opts(size="square")),
+        ("emoji 🐱‍👤 x3", "emoji 🐱‍👤", Opts(count=3)),
+        ("ctrl \x00\x07 chars x2", "ctrl \x00\x07 chars", Opts(count=2)),
+    ],
+)
+def test_parse_table(text: str, prompt: str, options: ImageOptions) -> None:
+    assert parse_image_args(text) == ParsedCommand(prompt=prompt, options=options)
+
+
+@pytest.mark.parametrize(
+    ("text", "option", "value"),
+    [
+        ("cat x0", "count", "x0"),
+        ("cat x11", "count", "x11"),
+        ("cat X999", "count", "X999"),
+        ("cat x00", "count", "x00"),
+        ("cat x" + "9" * 5000, "count", "x" + "9" * 5000),
+        ("cat 0x0", "size", "0x0"),
+        ("cat 0x1024", "size", "0x1024"),
+        ("cat 1024x0", "size", "1024x0"),
+        ("cat 100001x1", "size", "100001x1"),
+        ("cat 99999999x5", "size", "99999999x5"),
+        ("cat 5x" + "9" * 5000, "size", "5x" + "9" * 5000),
+        ("cat 1024х0", "size", "1024х0"),
+        ("cat x0 1024x1024", "count", "x0"),
+    ],
+)
+def test_bad_option(text: str, option: str, value: str) -> None:
+    with pytest.raises(BadOption) as caught:
+        parse_image_args(text)
+    assert caught.value.option == option
+    assert caught.value.value == value
+    assert caught.value.allowed
+    assert caught.value.key == "prompt.bad_option"
+    assert isinstance(caught.value, PromptError)
+
+
+@pytest.mark.parametrize(
+    ("text", "option", "values"),
+    [
+        ("cat x2 x3", "count", ("x2", "x3")),
+        ("cat square 1024x1024", "size", ("square", "1024x1024")),
+        ("cat square portrait", "size", ("square", "portrait")),
+        ("cat high x2 low", "quality", ("high", "low")),
+        ("cat vivid natural", "style", ("vivid", "natural")),
+        ("cat transparent TRANSPARENT", "background", ("transparent", "TRANSPARENT")),
+        ("cat x2 X2", "count", ("x2", "X2")),
+        ("x2 x3", "count", ("x2", "x3")),
+    ],
+)
+def test_conflicting_option(text: str, option: str, values: tuple[str, str]) -> None:
+    with pytest.raises(ConflictingOption) as caught:
+        parse_image_args(text)
+    assert caught.value.option == option
+    assert caught.value.values == values
+    assert caught.value.key == "prompt.conflicting_option"
+
+
+def test_duplicate_before_a_prompt_word_is_not_a_conflict() -> None:
+    assert parse_image_args("x2 cat x3") == ParsedCommand("x2 cat", Opts(count=3))
+
+
+def test_error_keys_are_distinct_and_stable() -> None:
+    keys = {PromptError.key, EmptyPrompt.key, BadOption.key, ConflictingOption.key}
+    assert len(keys) == 4
+    assert EmptyPrompt().key == "prompt.empty"
+    assert isinstance(EmptyPrompt(), PromptError)
+
+
+def test_merge_options_primary_wins_field_by_field() -> None:
+    primary = Opts(size="square", count=None, quality=None, style="vivid")
+    fallback = Opts(size="1024x1024", count=2, quality="high", style="natural", background=None)
+    assert merge_options(primary, fallback) == Opts(
+        size="square", count=2, quality="high", style="vivid", background=None
+    )
+    assert merge_options(Opts(), fallback) == fallback
+    assert merge_options(primary, Opts()) == primary
+
+
+@pytest.mark.parametrize(
+    ("options", "text"),
+    [
+        (Opts(), ""),
+        (Opts(size="1024x1024", count=2, quality="high"), "1024x1024 · x2 · high"),
+        (Opts(count=1), "x1"),
+        (Opts(style="vivid", background="transparent"), "vivid · transparent"),
+        (
+            Opts(size="square", count=10, quality="hd", style="natural", background="transparent"),
+            "square · x10 · hd · natural · transparent",
+        ),
+    ],
+)
+def test_describe_options(options: ImageOptions, text: str) -> None:
+    assert describe_options(options) == text
+
+
+def test_long_input_is_parsed_in_linear_time() -> None:
+    started = time.perf_counter()
+    for text in (
+        "word " * 200_000 + "x2",
+        "a" * 1_000_000 + " square",
+        " " * 1_000_000,
+        "\n" * 500_000 + "x2",
+        "1" * 1_000_000 + "x" + "1" * 1_000_000,
+        "x" + "9" * 1_000_000,
+    ):
+        with contextlib.suppress(PromptError):
+            parse_image_args(text)
+    assert time.perf_counter() - started < 2.0
+
+
+# Property tests -----------------------------------------------------------------------------
+
+OPTION_TOKENS: dict[str, st.SearchStrategy[str]] = {
+    "size": st.one_of(
+        st.sampled_from(["square", "landscape", "portrait", "SQUARE"]),
+        st.builds(
+            lambda w, sep, h: f"{w}{sep}{h}",
+            st.integers(1, 100_000),
+            st.sampled_from(["x", "X", "×", "х", "Х"]),
+            st.integers(1, 100_000),
+        ),
+    ),
+    "count": st.builds(
+        lambda sep, n: f"{sep}{n}", st.sampled_from(["x", "X", "×", "х"]), st.integers(1, 10)
+    ),
+    "quality": st.sampled_from(["low", "medium", "high", "auto", "hd", "standard", "High"]),
+    "style": st.sampled_from(["vivid", "natural", "Vivid"]),
+    "background": st.sampled_from(["transparent", "Transparent"]),
+}
+
+WHITESPACE = st.text(st.sampled_from(" \t\n\u00a0\u2003"), min_size=1, max_size=3)
+
+PROPERTY = settings(max_examples=250, deadline=None)
+
+
+@PROPERTY
+@given(st.text(max_size=300))
+def test_never_raises_anything_but_prompt_error(text: str) -> None:
+    try:
+        parsed = parse_image_args(text)
+    except PromptError:
+        return
+    assert text.strip().startswith(parsed.prompt)
+    assert parsed.prompt == parsed.prompt.strip()
+
+
+ALPHABET = st.sampled_from([*list("ax×хX019 \n\t\xa0"), "high", "square", "x2", "x11", "1x1"])
+
+
+@PROPERTY
+@given(st.lists(ALPHABET, max_size=40).map("".join))
+def test_option_like_noise_never_raises_anything_else(text: str) -> None:
+    try:
+        parsed = parse_image_args(text)
+    except PromptError:
+        return
+    assert text.strip().startswith(parsed.prompt)
+    # Outer whitespace never changes the result.
+    assert parse_image_args(f" \n{text}\t ") == parsed
+
+
+@st.composite
+def prompt_and_options(draw: st.DrawFn) -> tuple[str, list[tuple[str, str]]]:
+    prompt = draw(st.text(max_size=80)).strip()
+    # A prompt whose last word is itself an option would be consumed; keep such prompts out.
+    if prompt:
+        last = prompt.split()[-1]
+        try:
+            if parse_image_args(last).prompt == "":
+                prompt += " word"
+        except PromptError:
+            prompt += " word"
+    kinds = draw(st.lists(st.sampled_from(sorted(OPTION_TOKENS)), unique=True, max_size=5))
+    tokens = [(kind, draw(OPTION_TOKENS[kind])) for kind in kinds]
+    return prompt, tokens
+
+
+@PROPERTY
+@given(prompt_and_options(), st.data())
+def test_prompt_and_options_round_trip(
+    case: tuple[str, list[tuple[str, str]]], data: st.DataObject
+) -> None:
+    prompt, tokens = case
+    text = prompt
+    for _, token in tokens:
+        text += data.draw(WHITESPACE) + token
+    text = data.draw(st.sampled_from(["", " ", "\n"])) + text + data.draw(WHITESPACE)
+
+    parsed = parse_image_args(text)
+
+    assert parsed.prompt == prompt
+    given_kinds = {kind for kind, _ in tokens}
+    for field in fields(ImageOptions):
+        assert (getattr(parsed.options, field.name) is not None) == (field.name in given_kinds)
+    # Describing the options and parsing that description gives the same options back.
+    description = describe_options(parsed.options).replace(" · ", " ")
+    assert parse_image_args(description) == ParsedCommand("", parsed.options)
+
+
+@PROPERTY
+@given(prompt_and_options())
+def test_repeated_option_kind_conflicts(case: tuple[str, list[tuple[str, str]]]) -> None:
+    prompt, tokens = case
+    if not tokens:
+        return
+    kind, token = tokens[0]
+    text = " ".join([prompt, token, *(t for _, t in tokens[1:]), token])
+    with pytest.raises(ConflictingOption) as caught:
+        parse_image_args(text)
+    assert caught.value.option == kind
+
+
+@PROPERTY
+@given(
+    st.builds(
+        ImageOptions,
+        size=st.none() | st.sampled_from(["square", "1024x1024"]),
+        count=st.none() | st.integers(1, 10),
+        quality=st.none() | st.sampled_from(["high", "low"]),
+        style=st.none() | st.sampled_from(["vivid", "natural"]),
+        background=st.none() | st.just("transparent"),
+    ),
+    st.builds(
+        ImageOptions,
+        size=st.none() | st.just("portrait"),
+        count=st.none() | st.integers(1, 10),
+        quality=st.none() | st.just("medium"),
+        style=st.none() | st.just("natural"),
+        background=st.none() | st.just("transparent"),
+    ),
+)
+def test_merge_options_property(primary: ImageOptions, fallback: ImageOptions) -> None:
+    merged = merge_options(primary, fallback)
+    for field in fields(ImageOptions):
+        mine = getattr(primary, field.name)
+        expected = mine if mine is not None else getattr(fallback, field.name)
+        assert getattr(merged, field.name) == expected
