@@ -97,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     from dotenv import load_dotenv
 
     load_dotenv(Path.cwd() / ".env", override=False)
+    # Opt in to python-telegram-bot's timedelta `retry_after` before it is imported (else it warns).
+    os.environ.setdefault("PTB_TIMEDELTA", "1")
     if args and args[0] == "generate":
         from bot.cli import main as generate_main
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -25,6 +26,11 @@ USER = 1001
 OTHER_USER = 1002
 ADMIN = 9001
 GROUP = -100500
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Opt in to python-telegram-bot's timedelta `retry_after` (else it warns, an error here)."""
+    os.environ.setdefault("PTB_TIMEDELTA", "1")
 
 
 @pytest.fixture

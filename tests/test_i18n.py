@@ -1,0 +1,278 @@
+"""Tests for bot.i18n and the shipped catalogues in bot/locales/."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import string
+import unicodedata
+from pathlib import Path
+
+import pytest
+
+import bot
+from bot.i18n import Texts
+
+BOT = Path(bot.__file__).parent
+LOCALES = BOT / "locales"
+SOURCES = [*sorted((BOT / "handlers").glob("*.py")), BOT / "app.py"]
+OPTIONS = ("size", "count", "quality", "style", "background")
+# Prefixes of the f-string keys the handlers build; each is expanded in `dynamic_keys`.
+DYNAMIC_PREFIXES = {"error.images.", "menu.", "option.", "settings.field.", "admin.alert."}
+TELEGRAM_DESCRIPTION_MAX = 256
+
+
+def read_catalog(path: Path) -> dict[str, str]:
+    """Read one catalogue, failing on duplicate keys (json.load would keep the last silently)."""
+
+    def no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
+        keys = [k for k, _ in pairs]
+        dupes = {k for k in keys if keys.count(k) > 1}
+        assert not dupes, f"{path.name}: duplicate keys {sorted(dupes)}"
+        return dict(pairs)
+
+    data = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=no_duplicates)
+    assert isinstance(data, dict)
+    return data  # type: ignore[return-value]
+
+
+def placeholders(template: str) -> set[str]:
+    """Return the field names used in a format string."""
+    return {field for _, field, _, _ in string.Formatter().parse(template) if field is not None}
+
+
+@pytest.fixture(scope="module")
+def texts() -> Texts:
+    return Texts.load()
+
+
+@pytest.fixture(scope="module")
+def en() -> dict[str, str]:
+    return read_catalog(LOCALES / "en.json")
+
+
+def all_catalogs() -> list[Path]:
+    return sorted(LOCALES.glob("*.json"))
+
+
+# --- loading and catalogue shape -------------------------------------------------------------
+
+
+def test_load_finds_english_and_russian(texts: Texts) -> None:
+    assert texts.default == "en"
+    assert texts.languages[0] == "en"
+    assert {"en", "ru"} <= set(texts.languages)
+
+
+def test_language_names(texts: Texts) -> None:
+    assert texts.get("en", "language.name") == "English"
+    assert texts.get("ru", "language.name") == "Русский"
+
+
+@pytest.mark.parametrize("path", all_catalogs(), ids=lambda p: p.stem)
+def test_catalog_has_exactly_the_english_keys(path: Path, en: dict[str, str]) -> None:
+    catalog = read_catalog(path)
+    assert set(catalog) - set(en) == set(), "keys missing from en.json"
+    assert set(en) - set(catalog) == set(), "keys missing from this catalogue"
+
+
+@pytest.mark.parametrize("path", all_catalogs(), ids=lambda p: p.stem)
+def test_catalog_values_are_nonempty_strings(path: Path) -> None:
+    for key, value in read_catalog(path).items():
+        assert isinstance(value, str), key
+        assert value.strip(), key
+
+
+@pytest.mark.parametrize("path", all_catalogs(), ids=lambda p: p.stem)
+def test_catalog_has_the_english_placeholders(path: Path, en: dict[str, str]) -> None:
+    catalog = read_catalog(path)
+    for key, english in en.items():
+        assert placeholders(catalog[key]) == placeholders(english), key
+
+
+@pytest.mark.parametrize("path", all_catalogs(), ids=lambda p: p.stem)
+def test_catalog_keeps_commands_and_emoji(path: Path, en: dict[str, str]) -> None:
+    """Commands are typed by users and emoji carry meaning: translations keep both."""
+    catalog = read_catalog(path)
+    for key, english in en.items():
+        commands = set(re.findall(r"/[a-z]+", catalog[key]))
+        assert commands == set(re.findall(r"/[a-z]+", english)), key
+        emoji = {c for c in catalog[key] if unicodedata.category(c) == "So"}
+        assert emoji == {c for c in english if unicodedata.category(c) == "So"}, key
+
+
+def test_every_text_formats_with_dummy_values(texts: Texts) -> None:
+    for lang in texts.languages:
+        for key, template in texts.catalog(lang).items():
+            params = dict.fromkeys(placeholders(template), 7)
+            text = texts.get(lang, key, **params)
+            assert "{" not in text and "}" not in text, (lang, key)
+
+
+def test_menu_descriptions_fit_telegram(texts: Texts) -> None:
+    for lang in texts.languages:
+        menu = {k: v for k, v in texts.catalog(lang).items() if k.startswith("menu.")}
+        assert menu, lang
+        for key, text in menu.items():
+            assert 1 <= len(text) <= TELEGRAM_DESCRIPTION_MAX, (lang, key)
+            assert not placeholders(text), (lang, key)
+
+
+def test_russian_keeps_option_words_the_parser_understands(texts: Texts) -> None:
+    options = texts.get("ru", "help.options", max_count=10)
+    words = "WxH square landscape portrait low medium high auto hd standard vivid natural"
+    for word in [*words.split(), "transparent", "x1", "x10"]:
+        assert re.search(rf"(?<![\w]){word}(?![\w])", options), word
+
+
+# --- Texts behaviour -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        ("ru-RU", "ru"),
+        ("ru", "ru"),
+        ("RU", "ru"),
+        ("en-GB", "en"),
+        ("de", "en"),
+        ("", "en"),
+        (None, "en"),
+    ],
+)
+def test_pick(texts: Texts, code: str | None, expected: str) -> None:
+    assert texts.pick(code) == expected
+
+
+def test_missing_key_falls_back_to_default() -> None:
+    small = Texts({"en": {"a": "A {n}", "b": "B"}, "ru": {"a": "А {n}"}})
+    assert small.get("ru", "a", n=1) == "А 1"
+    assert small.get("ru", "b") == "B"
+    assert small.get("xx", "a", n=2) == "A 2"
+    assert small.languages == ("en", "ru")
+    with pytest.raises(KeyError):
+        small.get("ru", "nowhere")
+
+
+def test_default_must_have_a_catalog() -> None:
+    with pytest.raises(ValueError, match="default"):
+        Texts({"ru": {"a": "А"}})
+
+
+def test_text_without_params_is_returned_verbatim() -> None:
+    small = Texts({"en": {"braces": "use {curly} braces"}})
+    assert small.get("en", "braces") == "use {curly} braces"
+
+
+def test_catalog_is_read_only() -> None:
+    small = Texts({"en": {"a": "A"}})
+    with pytest.raises(TypeError):
+        small.catalog("en")["a"] = "changed"  # type: ignore[index]
+
+
+# --- every key the handlers use exists --------------------------------------------------------
+
+
+def _is_texts(node: ast.expr) -> bool:
+    return (isinstance(node, ast.Name) and node.id == "texts") or (
+        isinstance(node, ast.Attribute) and node.attr == "texts"
+    )
+
+
+def _strings(node: ast.expr, assigned: dict[str, list[ast.expr]]) -> tuple[set[str], set[str]]:
+    """Return (literal keys, f-string prefixes) that a key expression can take."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return {node.value}, set()
+    if isinstance(node, ast.IfExp):
+        a, pa = _strings(node.body, assigned)
+        b, pb = _strings(node.orelse, assigned)
+        return a | b, pa | pb
+    if isinstance(node, ast.JoinedStr):
+        head = node.values[0] if node.values else None
+        prefix = head.value if isinstance(head, ast.Constant) else ""
+        return set(), {str(prefix)}
+    if isinstance(node, ast.Name) and node.id in assigned:
+        keys: set[str] = set()
+        prefixes: set[str] = set()
+        for value in assigned[node.id]:
+            k, p = _strings(value, assigned)
+            keys |= k
+            prefixes |= p
+        return keys, prefixes
+    raise AssertionError(f"cannot resolve key expression {ast.unparse(node)!r}")
+
+
+def scan_keys(path: Path) -> tuple[set[str], set[str]]:
+    """Return the literal keys and f-string key prefixes passed to `texts.get` in one file."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    assigned: dict[str, list[ast.expr]] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign):
+            for target in node.targets:
+                if isinstance(target, ast.Name):
+                    assigned.setdefault(target.id, []).append(node.value)
+    keys: set[str] = set()
+    prefixes: set[str] = set()
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "get"
+            and _is_texts(node.func.value)
+        ):
+            assert len(node.args) >= 2, f"{path.name}:{node.lineno}: texts.get without a key"
+            k, p = _strings(node.args[1], assigned)
+            keys |= k
+            prefixes |= p
+    return keys, prefixes
+
+
+def dynamic_keys() -> dict[str, set[str]]:
+    """Expand each f-string key prefix into the keys it can produce at run time."""
+    from bot.app import MENU
+    from bot.handlers.image import ALERT_KINDS
+    from bot.handlers.settings import FIELDS
+    from bot.images import ImagesError
+
+    kinds: set[str] = set()
+    pending: list[type[ImagesError]] = [ImagesError]
+    while pending:
+        cls = pending.pop()
+        kinds.add(cls.kind)
+        pending.extend(cls.__subclasses__())
+    assert len(kinds) > 1
+    return {
+        "error.images.": {f"error.images.{k}" for k in kinds},
+        "menu.": {f"menu.{name}" for name in MENU},
+        "option.": {f"option.{o}" for o in OPTIONS},
+        "settings.field.": {f"settings.field.{f}" for f in FIELDS},
+        "admin.alert.": {f"admin.alert.{k}" for k in ALERT_KINDS},
+    }
+
+
+def test_scanner_sees_the_handlers() -> None:
+    found: set[str] = set()
+    for path in SOURCES:
+        found |= scan_keys(path)[0]
+    # Guards the scan itself: calls split over lines, ternaries and named keys are all seen.
+    assert {"usage.limited", "settings.on", "settings.off", "error.quota_user"} <= found
+    assert "error.quota_chat" in found and "settings.title_chat" in found
+    assert len(found) > 40
+
+
+def test_every_key_used_in_code_exists_in_english(en: dict[str, str]) -> None:
+    literal: dict[str, set[str]] = {}
+    prefixes: set[str] = set()
+    for path in SOURCES:
+        keys, found = scan_keys(path)
+        for key in keys:
+            literal.setdefault(key, set()).add(path.name)
+        prefixes |= found
+    missing = {key: sorted(files) for key, files in literal.items() if key not in en}
+    assert missing == {}, "keys used in code but absent from en.json"
+    assert prefixes <= DYNAMIC_PREFIXES, "new f-string key: add its expansion to this test"
+    expansions = dynamic_keys()
+    for prefix in prefixes:
+        absent = sorted(expansions[prefix] - set(en))
+        assert absent == [], f"{prefix}* keys absent from en.json"
