@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import time
@@ -210,7 +211,11 @@ async def test_dalle3_fans_out_one_request_per_image(
 ) -> None:
     emu.delay = 0.3
     started = time.perf_counter()
-    result = await generate(client, "dall-e-3", count=3, quality="hd", style="natural")
+    task = asyncio.create_task(generate(client, "dall-e-3", count=3, quality="hd", style="natural"))
+    arrived = await asyncio.to_thread(emu.wait_for_requests, 3, 2.0)
+    assert len(arrived) == 3
+    assert not task.done()  # all three were in flight before any answer
+    result = await task
     elapsed = time.perf_counter() - started
     assert len(result.images) == 3
     assert all(image.revised_prompt for image in result.images)
