@@ -123,6 +123,7 @@ class ModelCaps:
     supports_variation: bool = False
     gpt_image: bool = False
     known: bool = True
+    square_uploads: bool = False  # edits/variations take only square PNGs (dall-e-2)
 
     def accepts_size(self, size: str) -> bool:
         """Tell whether a concrete size (`WxH` or `auto`) is accepted."""
@@ -220,6 +221,7 @@ def _dalle2(name: str) -> ModelCaps:
         response_format=True,
         supports_edit=True,
         supports_variation=True,
+        square_uploads=True,
     )
 
 

@@ -135,8 +135,13 @@ def _png_ready(image: Image.Image) -> Image.Image:
     return image.convert("RGBA" if has_alpha else "RGB")
 
 
-def to_png_within(data: bytes, *, max_bytes: int, max_side: int | None = None) -> bytes:
-    """Convert an image to PNG, downscaling step by step until it fits in `max_bytes`."""
+def to_png_within(
+    data: bytes, *, max_bytes: int, max_side: int | None = None, square: bool = False
+) -> bytes:
+    """Convert an image to PNG, downscaling step by step until it fits in `max_bytes`.
+
+    With `square`, the picture is first centre-cropped to a square (dall-e-2 takes no other).
+    """
     if max_bytes <= 0:
         raise ValueError("max_bytes must be positive")
     if max_side is not None and max_side <= 0:
@@ -156,6 +161,10 @@ def to_png_within(data: bytes, *, max_bytes: int, max_side: int | None = None) -
     except Exception as exc:
         raise ValueError(f"undecodable image: {type(exc).__name__}") from exc
 
+    if square and image.width != image.height:
+        side = min(image.size)
+        left, top = (image.width - side) // 2, (image.height - side) // 2
+        image = image.crop((left, top, left + side, top + side))
     if max_side is not None and max(image.size) > max_side:
         image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     encoded = _encode_png(image)

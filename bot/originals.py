@@ -51,7 +51,7 @@ class Originals:
         folder.mkdir(parents=True, exist_ok=True)
         for i, (name, data) in enumerate(files):
             (folder / f"{i:02d}-{Path(name).name}").write_bytes(data)
-        self._prune()
+        self._prune(keep_id=result_id)
 
     def _load(self, result_id: str) -> list[tuple[str, bytes]]:
         folder = self._dir(result_id)
@@ -61,9 +61,16 @@ class Originals:
             (path.name.split("-", 1)[-1], path.read_bytes()) for path in sorted(folder.iterdir())
         ]
 
-    def _prune(self) -> None:
-        folders = sorted(
-            (p for p in self._root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime
-        )
-        for old in folders[: max(0, len(folders) - self._keep)]:
+    def _prune(self, *, keep_id: str) -> None:
+        """Remove the oldest results beyond `keep`, never the one just saved (clocks go back)."""
+        aged: list[tuple[int, Path]] = []
+        for path in self._root.iterdir():
+            if path.name == keep_id or not path.is_dir():
+                continue
+            try:
+                aged.append((path.stat().st_mtime_ns, path))
+            except FileNotFoundError:  # removed meanwhile
+                continue
+        aged.sort(key=lambda item: item[0])
+        for _, old in aged[: max(0, len(aged) + 1 - self._keep)]:
             shutil.rmtree(old, ignore_errors=True)

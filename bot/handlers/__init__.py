@@ -46,7 +46,9 @@ def register(app: Application[Any, Any, Any, Any, Any, Any], services: Services)
         app.add_handler(CommandHandler(name, _bind(callback, services), filters=new_messages))
     app.add_handler(
         MessageHandler(
-            new_messages & filters.PHOTO & filters.CaptionRegex(r"^/edit(@\w+)?(\s|$)"),
+            new_messages
+            & (filters.PHOTO | filters.Document.IMAGE)
+            & filters.CaptionRegex(r"^/edit(@\w+)?(\s|$)"),
             _bind(results.edit_command, services),
         )
     )

@@ -35,7 +35,7 @@ async def usage_command(
             used=usage.used_today,
             limit=usage.limit,
             remaining=usage.remaining,
-            resets_in=until(usage.resets_at, services.clock()),
+            resets_in=until(texts, lang, resets_at=usage.resets_at, now=services.clock()),
         )
     total = texts.get(lang, "usage.total", total=usage.total_all_time)
     await reply_plain(message, f"{body}\n{total}")

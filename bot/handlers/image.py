@@ -61,6 +61,7 @@ class Job:
     as_file: bool
     kind: str = "generate"  # or "edit", "variation"
     source: bytes | None = None  # the picture to edit or vary, as PNG
+    source_file_id: str | None = None  # where that picture is on Telegram, for 🔁 Again
 
 
 def options_from_settings(values: Mapping[str, str]) -> ImageOptions:
@@ -261,7 +262,14 @@ async def _deliver(
         user_id=user.id,
         chat_id=chat.id,
         prompt=job.description.prompt,
-        options=json.dumps({**asdict(job.options), "as_file": job.as_file}),
+        options=json.dumps(
+            {
+                **asdict(job.options),
+                "as_file": job.as_file,
+                "kind": job.kind,
+                "source": job.source_file_id,
+            }
+        ),
         model=job.description.model,
     )
     markup = result_keyboard(services.texts, lang, result_id)

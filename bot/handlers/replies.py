@@ -12,11 +12,24 @@ from bot.limiter import UserBusy
 from bot.prompt import BadOption, ConflictingOption, EmptyPrompt, PromptError
 from bot.quota import QuotaExceeded
 
+# A value echoed back from the user's command is cut to this many characters, so that the reply
+# always fits in one Telegram message whatever was typed.
+MAX_ECHOED_VALUE = 40
 
-def until(resets_at: datetime, now: datetime) -> str:
+
+def shown(value: object) -> str:
+    """Return a user-typed value shortened for echoing in a reply."""
+    text = " ".join(str(value).split())
+    return text if len(text) <= MAX_ECHOED_VALUE else text[: MAX_ECHOED_VALUE - 1] + "…"
+
+
+def until(texts: Texts, lang: str, *, resets_at: datetime, now: datetime) -> str:
+    """Return how long until `resets_at`, in whole minutes (at least one), in `lang`."""
     minutes = max(1, math.ceil((resets_at - now).total_seconds() / 60))
     hours, mins = divmod(minutes, 60)
-    return f"{hours} h {mins:02d} min" if hours else f"{mins} min"
+    if hours:
+        return texts.get(lang, "time.hours_minutes", hours=hours, minutes=mins)
+    return texts.get(lang, "time.minutes", minutes=mins)
 
 
 def error_text(texts: Texts, lang: str, exc: Exception, *, now: datetime) -> str | None:
@@ -24,9 +37,9 @@ def error_text(texts: Texts, lang: str, exc: Exception, *, now: datetime) -> str
     if isinstance(exc, UnsupportedOption):
         return texts.get(
             lang,
-            "error.unsupported_option",
+            "error.unsupported_option" if exc.allowed else "error.option_not_supported",
             option=texts.get(lang, f"option.{exc.option}"),
-            value=exc.value,
+            value=shown(exc.value),
             model=exc.model,
             allowed=", ".join(exc.allowed),
         )
@@ -37,7 +50,7 @@ def error_text(texts: Texts, lang: str, exc: Exception, *, now: datetime) -> str
             lang,
             "error.bad_option",
             option=texts.get(lang, f"option.{exc.option}"),
-            value=exc.value,
+            value=shown(exc.value),
             allowed=exc.allowed,
         )
     if isinstance(exc, ConflictingOption):
@@ -45,25 +58,30 @@ def error_text(texts: Texts, lang: str, exc: Exception, *, now: datetime) -> str
             lang,
             "error.conflicting_option",
             option=texts.get(lang, f"option.{exc.option}"),
-            values=", ".join(exc.values),
+            values=", ".join(shown(value) for value in exc.values),
         )
     if isinstance(exc, EmptyPrompt):
         return texts.get(lang, "image.usage")
     if isinstance(exc, PromptError):
         return texts.get(lang, "error.prompt_invalid")
     if isinstance(exc, QuotaExceeded):
-        key = "error.quota_user" if exc.scope == "user" else "error.quota_chat"
+        some_left = exc.remaining > 0  # some are left, just fewer than were asked for
+        if exc.scope == "user":
+            key = "error.quota_user_left" if some_left else "error.quota_user"
+        else:
+            key = "error.quota_chat_left" if some_left else "error.quota_chat"
         return texts.get(
             lang,
             key,
             limit=exc.limit,
             remaining=exc.remaining,
-            resets_in=until(exc.resets_at, now),
+            resets_in=until(texts, lang, resets_at=exc.resets_at, now=now),
         )
     if isinstance(exc, UserBusy):
         return texts.get(lang, "error.busy", limit=exc.limit)
     if isinstance(exc, ImagesRateLimited):
-        seconds = math.ceil(exc.retry_after) if exc.retry_after else 60
+        retry_after = exc.retry_after
+        seconds = max(1, math.ceil(retry_after)) if retry_after is not None else 60
         return texts.get(lang, "error.images.rate_limited", seconds=seconds)
     if isinstance(exc, ImagesError):
         return texts.get(lang, f"error.images.{exc.kind}")

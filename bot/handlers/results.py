@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from telegram import (
@@ -13,6 +14,7 @@ from telegram import (
     InlineKeyboardMarkup,
     InputFile,
     InputMediaDocument,
+    Chat,
     Message,
     Update,
     User,
@@ -32,7 +34,7 @@ from bot.handlers.image import (
 )
 from bot.handlers.keyboards import AGAIN, EDIT_HINT, ORIGINAL, RERUN, callback, split_callback
 from bot.handlers.services import Services
-from bot.media import to_png_within
+from bot.media import inspect_image, to_png_within
 from bot.prompt import ImageOptions, PromptError, describe_options, parse_image_args
 from bot.store import ResultRecord
 
@@ -43,7 +45,17 @@ MAX_EDIT_UPLOAD = 4 * 1024 * 1024  # the images API's edit/variation limit for P
 MAX_SOURCE_DOWNLOAD = 20 * 1024 * 1024  # what the Bot API lets a bot download
 
 
-def _stored_options(record: ResultRecord) -> tuple[ImageOptions, bool]:
+@dataclass(frozen=True)
+class Stored:
+    """What a result record says about the request that made it."""
+
+    options: ImageOptions
+    as_file: bool
+    kind: str
+    source_file_id: str | None
+
+
+def _stored(record: ResultRecord) -> Stored:
     try:
         raw = json.loads(record.options)
     except ValueError:
@@ -58,7 +70,11 @@ def _stored_options(record: ResultRecord) -> tuple[ImageOptions, bool]:
         style=raw.get("style") if isinstance(raw.get("style"), str) else None,
         background=raw.get("background") if isinstance(raw.get("background"), str) else None,
     )
-    return options, bool(raw.get("as_file"))
+    kind = str(raw["kind"]) if raw.get("kind") in ("edit", "variation") else "generate"
+    source = raw.get("source") if isinstance(raw.get("source"), str) else None
+    return Stored(
+        options=options, as_file=bool(raw.get("as_file")), kind=kind, source_file_id=source
+    )
 
 
 async def result_button(
@@ -91,7 +107,8 @@ async def result_button(
     if not await guard(services, message=message, user=user, chat=chat, lang=lang):
         await query.answer()
         return
-    options, as_file = _stored_options(record)
+    stored = _stored(record)
+    options = stored.options
     try:
         prefs = await load_preferences(services, user=user, chat=chat)
         model = record.model if record.model in services.settings.image_models else prefs.model
@@ -109,7 +126,22 @@ async def result_button(
         await reply_plain(message, reply_for(services, lang, exc))
         return
     await query.answer(texts.get(lang, "result.again_started"))
-    job = Job(description=description, caps=caps, options=options, as_file=as_file)
+    source = None
+    if stored.kind != "generate" and stored.source_file_id is not None:
+        source = await _download_source(
+            services, message, user, lang, (stored.source_file_id, None), square=caps.square_uploads
+        )
+        if source is None:
+            return
+    job = Job(
+        description=description,
+        caps=caps,
+        options=options,
+        as_file=stored.as_file,
+        kind=stored.kind if source is not None else "generate",
+        source=source,
+        source_file_id=stored.source_file_id,
+    )
     await run_generation(services, reply_to=message, user=user, chat=chat, lang=lang, job=job)
 
 
@@ -156,8 +188,7 @@ async def history_command(
     lines = [texts.get(lang, "history.title")]
     buttons = []
     for i, record in enumerate(records, start=1):
-        options, _ = _stored_options(record)
-        shown = describe_options(options)
+        shown = describe_options(_stored(record).options)
         prompt = record.prompt if len(record.prompt) <= 80 else record.prompt[:79] + "…"
         extra = f" ({shown})" if shown else ""
         lines.append(f"{i}. {prompt}{extra} — {_when(record.created_at)}")
@@ -189,15 +220,26 @@ def _addressed_elsewhere(message: Message, text: str) -> bool:
     return token.split("@", 1)[1].lower() != (message.get_bot().username or "").lower()
 
 
+def _upload_ready(data: bytes, *, square: bool) -> bytes:
+    """Return a PNG within the upload limit: the bytes as they are when they already are one."""
+    info = inspect_image(data)
+    fits = info.format == "png" and info.size_bytes <= MAX_EDIT_UPLOAD
+    if fits and (not square or info.width == info.height):
+        return data  # re-encoding costs ~0.3 s for a busy 1024x1024 picture and gains nothing
+    return to_png_within(data, max_bytes=MAX_EDIT_UPLOAD, square=square)
+
+
 async def _download_source(
-    services: Services, message: Message, user: User, lang: str
+    services: Services,
+    message: Message,
+    user: User,
+    lang: str,
+    source: tuple[str, int | None],
+    *,
+    square: bool,
 ) -> bytes | None:
     """Fetch the picture through the Bot API and make it a PNG the images API accepts."""
     texts = services.texts
-    source = _source_file(message)
-    if source is None:
-        await reply_plain(message, texts.get(lang, "edit.nothing"))
-        return None
     file_id, size = source
     if size is not None and size > MAX_SOURCE_DOWNLOAD:
         await reply_plain(message, texts.get(lang, "edit.too_large"))
@@ -210,10 +252,34 @@ async def _download_source(
         await reply_plain(message, texts.get(lang, "edit.download_failed"))
         return None
     try:
-        return await asyncio.to_thread(to_png_within, data, max_bytes=MAX_EDIT_UPLOAD)
+        return await asyncio.to_thread(_upload_ready, data, square=square)
     except ValueError:
         await reply_plain(message, texts.get(lang, "edit.not_an_image"))
         return None
+
+
+async def _run_on_picture(
+    services: Services,
+    *,
+    message: Message,
+    user: User,
+    chat: Chat,
+    lang: str,
+    job: Job,
+    kind: str,
+) -> None:
+    """Fetch the picture the command points at, then edit it or vary it."""
+    reference = _source_file(message)
+    if reference is None:
+        await reply_plain(message, services.texts.get(lang, f"{kind}.nothing"))
+        return
+    source = await _download_source(
+        services, message, user, lang, reference, square=job.caps.square_uploads
+    )
+    if source is None:
+        return
+    job = replace(job, kind=kind, source=source, source_file_id=reference[0])
+    await run_generation(services, reply_to=message, user=user, chat=chat, lang=lang, job=job)
 
 
 async def edit_command(
@@ -243,21 +309,9 @@ async def edit_command(
     if not job.caps.supports_edit:
         await reply_plain(message, texts.get(lang, "edit.unsupported", model=job.caps.name))
         return
-    if _source_file(message) is None:
-        await reply_plain(message, texts.get(lang, "edit.nothing"))
-        return
-    source = await _download_source(services, message, user, lang)
-    if source is None:
-        return
-    job = Job(
-        description=job.description,
-        caps=job.caps,
-        options=job.options,
-        as_file=job.as_file,
-        kind="edit",
-        source=source,
+    await _run_on_picture(
+        services, message=message, user=user, chat=chat, lang=lang, job=job, kind="edit"
     )
-    await run_generation(services, reply_to=message, user=user, chat=chat, lang=lang, job=job)
 
 
 async def variation_command(
@@ -283,21 +337,9 @@ async def variation_command(
     if not job.caps.supports_variation:
         await reply_plain(message, texts.get(lang, "variation.unsupported", model=job.caps.name))
         return
-    if _source_file(message) is None:
-        await reply_plain(message, texts.get(lang, "variation.nothing"))
-        return
-    source = await _download_source(services, message, user, lang)
-    if source is None:
-        return
-    job = Job(
-        description=job.description,
-        caps=job.caps,
-        options=job.options,
-        as_file=job.as_file,
-        kind="variation",
-        source=source,
+    await _run_on_picture(
+        services, message=message, user=user, chat=chat, lang=lang, job=job, kind="variation"
     )
-    await run_generation(services, reply_to=message, user=user, chat=chat, lang=lang, job=job)
 
 
 __all__ = ["edit_command", "history_command", "result_button", "variation_command"]
