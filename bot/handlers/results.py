@@ -10,11 +10,11 @@ from datetime import datetime
 
 from telegram import (
     CallbackQuery,
+    Chat,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
     InputFile,
     InputMediaDocument,
-    Chat,
     Message,
     Update,
     User,
