@@ -6,6 +6,7 @@ refunds, statistics); /image, the result buttons and /history re-runs all go thr
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Mapping
@@ -273,19 +274,25 @@ async def _deliver(
         model=job.description.model,
     )
     markup = result_keyboard(services.texts, lang, result_id)
-    sent = await send_pictures(
-        reply_to,
-        pictures,
-        caption=caption,
-        as_file=job.as_file,
-        reply_markup=markup if len(pictures) == 1 else None,
+    # Kept while the upload runs, so 📄 Original works as soon as the buttons are visible.
+    keeping = asyncio.create_task(
+        services.originals.save(result_id, [(p.filename, p.data) for p in pictures])
     )
+    try:
+        sent = await send_pictures(
+            reply_to,
+            pictures,
+            caption=caption,
+            as_file=job.as_file,
+            reply_markup=markup if len(pictures) == 1 else None,
+        )
+    finally:
+        await keeping
     if len(pictures) > 1 and sent and markup is not None:
         try:
             await sent[0].reply_text(texts.get(lang, "result.actions"), reply_markup=markup)
         except TelegramError as exc:
             logger.warning("could not send the result buttons: %s", exc)
-    await services.originals.save(result_id, [(p.filename, p.data) for p in pictures])
     file_ids = [_file_id(m) for m in sent]
     await services.store.set_result_files(
         result_id=result_id, file_ids=[f for f in file_ids if f is not None]
