@@ -1,4 +1,4 @@
-"""Issue 3 end to end: who may use the bot (access lists) and how much (daily quotas, /usage, /stats).
+"""Issue 3 end to end: who may use the bot (access lists) and how much (quotas, /usage, /stats).
 
 Every test drives the real Application over the loopback Telegram and images emulators and
 asserts on what the emulators saw: the bot's messages and the backend requests.
@@ -7,6 +7,7 @@ asserts on what the emulators saw: the bot's messages and the backend requests.
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,6 +15,7 @@ from tests.conftest import ADMIN, GROUP, OTHER_USER, USER, Harness
 from tests.emulators.openai_images import Fault
 
 STRANGER = 4242
+STATUS = ("🎨", "⏳")  # how progress status messages start
 
 
 class FakeClock:
@@ -38,8 +40,39 @@ def _replies_to(bot: Harness, msg: dict[str, Any]) -> list[Any]:
     return [
         m
         for m in bot.tg.sent_messages(msg["chat"]["id"])
-        if (m.get("reply_to_message") or {}).get("message_id") == wanted
+        if (m.get("reply_to_message") or {}).get("message_id") == wanted and not m.deleted
     ]
+
+
+async def final_text(bot: Harness, msg: dict[str, Any], *, timeout: float = 8.0) -> str:
+    """Wait (bounded) for the text reply to `msg` that is not a progress status message."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for sent in _replies_to(bot, msg):
+            if sent.kind == "text" and not (sent.text or "").startswith(STATUS):
+                return sent.text or ""
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no final reply; chat has {_texts_in(bot, msg['chat']['id'])}")
+
+
+async def final_or_photo(bot: Harness, msg: dict[str, Any], *, timeout: float = 8.0) -> None:
+    """Wait (bounded) until `msg` has a photo reply or a final text reply."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for sent in _replies_to(bot, msg):
+            if sent.kind == "photo" or not (sent.text or "").startswith(STATUS):
+                return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no answer to {msg['text']!r}")
+
+
+async def recorded(bot: Harness, requests: int) -> None:
+    """Wait (bounded) until the store has recorded `requests` finished requests in all."""
+    for _ in range(200):
+        if (await bot.services.store.stats()).requests_all_time >= requests:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"the store did not record {requests} requests")
 
 
 # -- access --------------------------------------------------------------------------------------
@@ -63,7 +96,7 @@ async def test_stranger_in_private_gets_their_id_and_no_backend_request(make_bot
 
 async def test_group_notice_is_short_and_not_repeated_within_the_hour(make_bot) -> None:
     clock = FakeClock(datetime(2025, 3, 1, 10, 0, tzinfo=UTC))
-    async with make_bot(clock=clock, ALLOWED_USER_IDS=str(USER)) as bot:
+    async with make_bot(clock=clock, ALLOWED_USER_IDS=str(USER), ALLOWED_CHAT_IDS="-999") as bot:
         first = bot.send("/image yellow alpaca", user_id=STRANGER, chat_id=GROUP)
         notice = await bot.reply_text(first)
         assert str(STRANGER) in notice
@@ -73,6 +106,13 @@ async def test_group_notice_is_short_and_not_repeated_within_the_hour(make_bot) 
         assert _replies_to(bot, second) == []
         assert len(_texts_in(bot, GROUP)) == 1
         assert bot.oai.api_requests == []
+        # Another stranger gets their own notice; an allowed user is served in the same group.
+        other = bot.send("/image mine", user_id=STRANGER + 1, chat_id=GROUP)
+        assert str(STRANGER + 1) in await bot.reply_text(other)
+        allowed = bot.send("/image yellow alpaca", user_id=USER, chat_id=GROUP)
+        await bot.replies(allowed, kinds=("photo",))
+        assert len(bot.oai.api_requests) == 1
+        bot.oai.reset()
         # An hour later the notice may appear once more.
         clock.advance(hours=1, minutes=1)
         third = bot.send("/image third", user_id=STRANGER, chat_id=GROUP)
@@ -120,15 +160,17 @@ async def test_limit_holds_exactly_for_twenty_requests_at_once(make_bot) -> None
         bot.oai.delay = 0.3
         msgs = [bot.send(f"/image alpaca number {i}") for i in range(20)]
         for msg in msgs:
-            await bot.replies(msg, kinds=("photo", "text"))
-        await bot.settle(0.5)
+            await final_or_photo(bot, msg)
+        await recorded(bot, 5)
+        await bot.settle(0.3)
         photos = [m for m in bot.tg.sent_messages(USER) if m.kind == "photo"]
         refusals = [t for t in _texts_in(bot, USER) if "limit" in t.lower()]
         assert len(bot.oai.api_requests) == 5
         assert len(photos) == 5
         assert len(refusals) == 15, _texts_in(bot, USER)
-        for msg in msgs:
-            assert len(_replies_to(bot, msg)) == 1
+        for msg in msgs:  # one answer each: a photo or the refusal (status messages aside)
+            answers = [m for m in _replies_to(bot, msg) if not (m.text or "").startswith(STATUS)]
+            assert len(answers) == 1, answers
         usage = await bot.services.store.usage(user_id=USER, user_limit=5)
         assert (usage.used_today, usage.remaining) == (5, 0)
 
@@ -155,12 +197,13 @@ async def test_backend_failures_are_refunded(make_bot) -> None:
     async with make_bot(DAILY_IMAGE_LIMIT="3", ADMIN_USER_IDS=str(ADMIN)) as bot:
         bot.oai.queue_faults([500, 500, 500])
         failed = bot.send("/image yellow alpaca x2")
-        assert "unavailable" in (await bot.reply_text(failed)).lower()
+        assert "unavailable" in (await final_text(bot, failed)).lower()
         assert len(bot.oai.api_requests) == 3
         bot.oai.queue_faults([Fault.http(400, code="moderation_blocked")])
         refused = bot.send("/image something forbidden x3")
-        assert "safety" in (await bot.reply_text(refused)).lower()
+        assert "safety" in (await final_text(bot, refused)).lower()
         assert len(bot.oai.api_requests) == 4
+        await recorded(bot, 2)
         store = bot.services.store
         usage = await store.usage(user_id=USER, user_limit=3)
         assert (usage.used_today, usage.remaining, usage.total_all_time) == (0, 3, 0)
@@ -215,6 +258,7 @@ async def test_utc_day_rollover_resets_the_count(make_bot) -> None:
         clock.advance(minutes=3)  # 00:01 UTC the next day
         again = bot.send("/image next day x2")
         await bot.replies(again, count=2, kinds=("photo",))
+        await recorded(bot, 2)
         assert len(bot.oai.api_requests) == 2
         usage = await bot.services.store.usage(user_id=USER, user_limit=2)
         assert (usage.used_today, usage.total_all_time) == (2, 4)
@@ -228,6 +272,7 @@ async def test_usage_shows_used_left_and_reset(make_bot) -> None:
     async with make_bot(clock=clock, DAILY_IMAGE_LIMIT="5") as bot:
         msg = bot.send("/image yellow alpaca x2")
         await bot.replies(msg, count=2, kinds=("photo",))
+        await recorded(bot, 1)  # the all-time total counts settled requests only
         text = await bot.reply_text(bot.send("/usage"))
         assert "2 of 5" in text and "3 left" in text, text
         assert "3 h 45 min" in text and "00:00 UTC" in text, text
@@ -242,12 +287,14 @@ async def test_stats_for_admins_shows_totals_failures_and_top_users(make_bot) ->
         clock.now = datetime(2025, 2, 28, 12, 0, tzinfo=UTC)
         y = bot.send("/image yesterday", user_id=OTHER_USER)
         await bot.replies(y, kinds=("photo",))
+        await recorded(bot, 1)
         clock.now = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
         a = bot.send("/image today x3")
         await bot.replies(a, count=3, kinds=("photo",))
         bot.oai.queue_faults([Fault.http(400, code="moderation_blocked")])
         b = bot.send("/image refused", user_id=OTHER_USER)
-        await bot.reply_text(b)
+        await final_text(bot, b)
+        await recorded(bot, 3)
         body = await bot.reply_text(bot.send("/stats", user_id=ADMIN))
         today, _, ever = body.partition("All time")
         assert "2025-03-01" in today
@@ -277,5 +324,19 @@ async def test_quota_check_does_not_delay_other_users(make_bot) -> None:
         other = bot.send("/image calm one", user_id=OTHER_USER)
         await asyncio.wait_for(bot.replies(other, kinds=("photo",)), timeout=5)
         for msg in flood:
-            await bot.replies(msg, kinds=("photo", "text"))
+            await final_or_photo(bot, msg)
         assert len(bot.oai.api_requests) == 2
+
+
+async def test_pictures_telegram_did_not_take_are_refunded(make_bot) -> None:
+    async with make_bot(DAILY_IMAGE_LIMIT="2") as bot:
+        bot.tg.fail_next("sendPhoto", status=403, description="Forbidden: bot was blocked")
+        lost = bot.send("/image yellow alpaca")
+        await bot.tg.wait_for_async("sendPhoto", timeout=5)
+        await recorded(bot, 1)
+        assert len(bot.oai.api_requests) == 1
+        usage = await bot.services.store.usage(user_id=USER, user_limit=2)
+        assert (usage.used_today, usage.remaining) == (0, 2)
+        assert [m for m in _replies_to(bot, lost) if m.kind == "photo"] == []
+        ok = bot.send("/image yellow alpaca x2")
+        await bot.replies(ok, count=2, kinds=("photo",))

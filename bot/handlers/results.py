@@ -271,7 +271,8 @@ async def _run_on_picture(
     """Fetch the picture the command points at, then edit it or vary it."""
     reference = _source_file(message)
     if reference is None:
-        await reply_plain(message, services.texts.get(lang, f"{kind}.nothing"))
+        key = "edit.nothing" if kind == "edit" else "variation.nothing"
+        await reply_plain(message, services.texts.get(lang, key))
         return
     source = await _download_source(
         services, message, user, lang, reference, square=job.caps.square_uploads
