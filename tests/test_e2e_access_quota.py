@@ -340,3 +340,17 @@ async def test_pictures_telegram_did_not_take_are_refunded(make_bot) -> None:
         assert [m for m in _replies_to(bot, lost) if m.kind == "photo"] == []
         ok = bot.send("/image yellow alpaca x2")
         await bot.replies(ok, count=2, kinds=("photo",))
+
+
+async def test_status_message_sent_while_the_result_arrives_is_deleted(make_bot) -> None:
+    """Found by the 20-at-once test: a status send in flight when the picture lands is orphaned."""
+    async with make_bot(STATUS_MESSAGE_DELAY_SECONDS="0.1") as bot:
+        bot.tg.set_latency("sendMessage", 0.8)  # the status send is still in flight...
+        bot.oai.delay = 0.8  # ...when the picture arrives
+        msg = bot.send("/image yellow alpaca")
+        await bot.replies(msg, kinds=("photo",))
+        await bot.tg.wait_for_async("sendMessage", timeout=5)
+        await recorded(bot, 1)
+        await bot.settle(0.5)
+        left = [m.text for m in _replies_to(bot, msg) if (m.text or "").startswith(STATUS)]
+        assert left == []

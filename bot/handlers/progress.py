@@ -49,6 +49,9 @@ class Progress:
         self._working_text = working_text
         self._edit_interval = MIN_EDIT_INTERVAL_GROUP if in_group else MIN_EDIT_INTERVAL
         self._status: Message | None = None
+        # The status message's own send, shielded: if the result arrives while it is in flight,
+        # Telegram still creates the message, so `remove_status` waits for it and deletes it.
+        self._sending: asyncio.Future[Message] | None = None
         self._shown = ""
         self._task: asyncio.Task[None] | None = None
         self._thread_id = message.message_thread_id if message.is_topic_message else None
@@ -70,7 +73,13 @@ class Progress:
         await self.remove_status()
 
     async def remove_status(self) -> None:
-        """Delete the status message if one was shown."""
+        """Delete the status message if one was shown (or is still being sent)."""
+        sending, self._sending = self._sending, None
+        if self._status is None and sending is not None:
+            try:
+                self._status = await sending
+            except TelegramError as exc:
+                logger.debug("status message failed: %s", exc)
         status, self._status = self._status, None
         if status is not None:
             try:
@@ -114,7 +123,8 @@ class Progress:
     async def _show(self, text: str) -> None:
         try:
             if self._status is None:
-                self._status = await self._message.reply_text(text, do_quote=True)
+                self._sending = asyncio.ensure_future(self._message.reply_text(text, do_quote=True))
+                self._status = await asyncio.shield(self._sending)
             else:
                 await self._status.edit_text(text)
             self._shown = text
