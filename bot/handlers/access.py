@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 
-from telegram import Chat, Message, User
+from telegram import Chat, Message, Update, User
 
 from bot.config import Settings
-from bot.handlers.common import is_group, reply_plain
+from bot.handlers.common import is_group, language_of, reply_plain
 from bot.handlers.services import Services
 
 DENIED_NOTICE_EVERY = timedelta(hours=1)
@@ -47,3 +48,24 @@ async def guard(services: Services, *, message: Message, user: User, chat: Chat,
     else:
         await reply_plain(message, services.texts.get(lang, "access.denied", user_id=user.id))
     return False
+
+
+@dataclass(frozen=True)
+class Request:
+    """A command message with its sender, chat and the language to answer in."""
+
+    message: Message
+    user: User
+    chat: Chat
+    lang: str
+
+
+async def admit(update: Update, services: Services, *, check_access: bool = True) -> Request | None:
+    """Return the command's parts if it is one the bot should act on (after the access check)."""
+    message, user, chat = update.message, update.effective_user, update.effective_chat
+    if message is None or user is None or chat is None:
+        return None
+    lang = await language_of(services, user)
+    if check_access and not await guard(services, message=message, user=user, chat=chat, lang=lang):
+        return None
+    return Request(message=message, user=user, chat=chat, lang=lang)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from telegram import Update
 from telegram.ext import ContextTypes
 
-from bot.handlers.access import guard, is_admin
+from bot.handlers.access import admit, is_admin
 from bot.handlers.common import language_of, reply_plain
 from bot.handlers.replies import until
 from bot.handlers.services import Services
@@ -15,12 +15,10 @@ async def usage_command(
     update: Update, context: ContextTypes.DEFAULT_TYPE, *, services: Services
 ) -> None:
     """Show what the user has used today and what is left."""
-    message, user, chat = update.message, update.effective_user, update.effective_chat
-    if message is None or user is None or chat is None:
+    request = await admit(update, services)
+    if request is None:
         return
-    lang = await language_of(services, user)
-    if not await guard(services, message=message, user=user, chat=chat, lang=lang):
-        return
+    message, user, lang = request.message, request.user, request.lang
     texts, settings = services.texts, services.settings
     exempt = is_admin(settings, user.id)
     usage = await services.store.usage(

@@ -6,6 +6,7 @@ from telegram import Update
 from telegram.ext import ContextTypes
 
 from bot.capabilities import caps_for, describe_sizes
+from bot.handlers.access import admit
 from bot.handlers.common import language_of, reply_plain
 from bot.handlers.image import load_preferences
 from bot.handlers.services import Services
@@ -15,10 +16,10 @@ async def help_command(
     update: Update, context: ContextTypes.DEFAULT_TYPE, *, services: Services
 ) -> None:
     """Explain the commands, the options, the current model and the sizes it accepts."""
-    message, user, chat = update.message, update.effective_user, update.effective_chat
-    if message is None or user is None or chat is None:
+    request = await admit(update, services, check_access=False)
+    if request is None:
         return
-    lang = await language_of(services, user)
+    message, user, chat, lang = request.message, request.user, request.chat, request.lang
     prefs = await load_preferences(services, user=user, chat=chat)
     caps = caps_for(prefs.model)
     texts = services.texts

@@ -19,8 +19,8 @@ from telegram.ext import ContextTypes
 
 from bot.capabilities import ImageDescription, ModelCaps, caps_for, resolve
 from bot.captions import build_caption
-from bot.handlers.access import guard, is_admin
-from bot.handlers.common import command_args, is_group, language_of, reply_plain
+from bot.handlers.access import admit, is_admin
+from bot.handlers.common import command_args, is_group, reply_plain
 from bot.handlers.delivery import prepare, send_pictures
 from bot.handlers.keyboards import result_keyboard
 from bot.handlers.progress import Progress
@@ -130,11 +130,11 @@ async def image_command(
     update: Update, context: ContextTypes.DEFAULT_TYPE, *, services: Services
 ) -> None:
     """Make pictures from `/image <prompt> [options]`, replying to the command."""
-    message, user, chat = update.message, update.effective_user, update.effective_chat
-    if message is None or user is None or chat is None or message.text is None:
+    request = await admit(update, services)
+    if request is None:
         return
-    lang = await language_of(services, user)
-    if not await guard(services, message=message, user=user, chat=chat, lang=lang):
+    message, user, chat, lang = request.message, request.user, request.chat, request.lang
+    if message.text is None:
         return
     try:
         parsed = parse_image_args(command_args(message.text))

@@ -23,7 +23,7 @@ from telegram.error import TelegramError
 from telegram.ext import ContextTypes
 
 from bot.capabilities import caps_for, resolve
-from bot.handlers.access import guard
+from bot.handlers.access import admit, guard
 from bot.handlers.common import command_args, language_of, reply_plain
 from bot.handlers.image import (
     Job,
@@ -174,12 +174,10 @@ async def history_command(
     update: Update, context: ContextTypes.DEFAULT_TYPE, *, services: Services
 ) -> None:
     """List the user's last requests with a button each to run it again."""
-    message, user, chat = update.message, update.effective_user, update.effective_chat
-    if message is None or user is None or chat is None:
+    request = await admit(update, services)
+    if request is None:
         return
-    lang = await language_of(services, user)
-    if not await guard(services, message=message, user=user, chat=chat, lang=lang):
-        return
+    message, user, lang = request.message, request.user, request.lang
     texts = services.texts
     records = await services.store.history(user_id=user.id, limit=HISTORY_SIZE)
     if not records:
@@ -319,11 +317,11 @@ async def variation_command(
     update: Update, context: ContextTypes.DEFAULT_TYPE, *, services: Services
 ) -> None:
     """Make variations of the picture this command replies to (models that support it)."""
-    message, user, chat = update.message, update.effective_user, update.effective_chat
-    if message is None or user is None or chat is None or message.text is None:
+    request = await admit(update, services)
+    if request is None:
         return
-    lang = await language_of(services, user)
-    if not await guard(services, message=message, user=user, chat=chat, lang=lang):
+    message, user, chat, lang = request.message, request.user, request.chat, request.lang
+    if message.text is None:
         return
     texts = services.texts
     try:

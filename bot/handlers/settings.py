@@ -15,7 +15,7 @@ from telegram.error import BadRequest, TelegramError
 from telegram.ext import ContextTypes
 
 from bot.capabilities import NAMED_SIZES, caps_for, describe_sizes
-from bot.handlers.access import guard
+from bot.handlers.access import admit
 from bot.handlers.common import is_group, language_of, reply_plain
 from bot.handlers.keyboards import SETTINGS, callback, split_callback
 from bot.handlers.services import Services
@@ -136,12 +136,10 @@ async def settings_command(
     update: Update, context: ContextTypes.DEFAULT_TYPE, *, services: Services
 ) -> None:
     """Open the settings keyboard for the user, or for the group (its admins only)."""
-    message, user, chat = update.message, update.effective_user, update.effective_chat
-    if message is None or user is None or chat is None:
+    request = await admit(update, services)
+    if request is None:
         return
-    lang = await language_of(services, user)
-    if not await guard(services, message=message, user=user, chat=chat, lang=lang):
-        return
+    message, user, chat, lang = request.message, request.user, request.chat, request.lang
     texts = services.texts
     if is_group(chat) and not await _may_change_chat(message, user):
         await reply_plain(message, texts.get(lang, "settings.group_admins_only"))
