@@ -11,6 +11,8 @@ import asyncio
 import logging
 import re
 import shutil
+import threading
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,6 +27,10 @@ class Originals:
     def __init__(self, root: Path, *, keep: int = 300) -> None:
         self._root = root
         self._keep = keep
+        # Kept results, oldest first: read from disk once, then maintained in memory, so a save
+        # does not list and stat every folder (saves run on worker threads, hence the lock).
+        self._kept: deque[str] | None = None
+        self._lock = threading.Lock()
 
     async def save(self, result_id: str, files: Sequence[tuple[str, bytes]]) -> None:
         """Keep `(filename, bytes)` pairs for a result; failures are logged, never raised."""
@@ -63,14 +69,25 @@ class Originals:
 
     def _prune(self, *, keep_id: str) -> None:
         """Remove the oldest results beyond `keep`, never the one just saved (clocks go back)."""
-        aged: list[tuple[int, Path]] = []
+        with self._lock:
+            if self._kept is None:
+                self._kept = deque(name for _, name in self._on_disk() if name != keep_id)
+            elif keep_id in self._kept:
+                self._kept.remove(keep_id)
+            self._kept.append(keep_id)
+            doomed = [self._kept.popleft() for _ in range(max(0, len(self._kept) - self._keep))]
+        for name in doomed:
+            shutil.rmtree(self._root / name, ignore_errors=True)
+
+    def _on_disk(self) -> list[tuple[int, str]]:
+        """Return the result folders on disk with their modification times, oldest first."""
+        aged: list[tuple[int, str]] = []
         for path in self._root.iterdir():
-            if path.name == keep_id or not path.is_dir():
+            if not path.is_dir():
                 continue
             try:
-                aged.append((path.stat().st_mtime_ns, path))
+                aged.append((path.stat().st_mtime_ns, path.name))
             except FileNotFoundError:  # removed meanwhile
                 continue
-        aged.sort(key=lambda item: item[0])
-        for _, old in aged[: max(0, len(aged) + 1 - self._keep)]:
-            shutil.rmtree(old, ignore_errors=True)
+        aged.sort()
+        return aged

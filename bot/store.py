@@ -35,6 +35,7 @@ import json
 import logging
 import secrets
 import sqlite3
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -53,6 +54,7 @@ Clock = Callable[[], datetime]
 DB_FILENAME = "bot.sqlite3"
 RESERVATION_TTL = timedelta(hours=1)
 RESULTS_PER_USER = 50
+SETTINGS_CACHE_SIZE = 10_000
 SETTING_SCOPES = ("user", "chat")
 _PRUNE_AFTER = timedelta(days=2)
 _ID_ATTEMPTS = 8
@@ -304,6 +306,9 @@ class SqliteStore:
         self._clock = clock
         self._executor = executor
         self._conn: sqlite3.Connection | None = conn
+        # Settings are read on every command and written rarely: keep recent ones in memory.
+        # This store is their only writer, so a write just drops the cached copy.
+        self._settings: OrderedDict[tuple[str, int], dict[str, str]] = OrderedDict()
 
     def __repr__(self) -> str:
         return f"SqliteStore(path={str(self._path)!r})"
@@ -507,6 +512,10 @@ class SqliteStore:
     async def get_settings(self, *, scope: str, scope_id: int) -> dict[str, str]:
         """Return the saved settings of a user or chat as key -> value."""
         _check_scope(scope)
+        cached = self._settings.get((scope, scope_id))
+        if cached is not None:
+            self._settings.move_to_end((scope, scope_id))
+            return dict(cached)
 
         def run(conn: sqlite3.Connection) -> dict[str, str]:
             rows = conn.execute(
@@ -515,7 +524,11 @@ class SqliteStore:
             ).fetchall()
             return {str(key): str(value) for key, value in rows}
 
-        return await self._run(run)
+        values = await self._run(run)
+        self._settings[(scope, scope_id)] = values
+        if len(self._settings) > SETTINGS_CACHE_SIZE:
+            self._settings.popitem(last=False)
+        return dict(values)
 
     async def set_setting(self, *, scope: str, scope_id: int, key: str, value: str | None) -> None:
         """Save one setting of a user or chat; None deletes it."""
@@ -535,7 +548,10 @@ class SqliteStore:
                         (scope, scope_id, key, value),
                     )
 
-        await self._run(run)
+        try:
+            await self._run(run)
+        finally:
+            self._settings.pop((scope, scope_id), None)
 
     # --- results and history -----------------------------------------------------------------
 

@@ -252,26 +252,30 @@ async def _deliver(
     result: ImagesResult,
 ) -> tuple[list[Message], int]:
     texts = services.texts
-    pictures = await prepare([image.data for image in result.images])
+    # Inspecting the pictures (a worker thread) and recording the result (the store's thread)
+    # are independent: run them side by side.
+    pictures, result_id = await asyncio.gather(
+        prepare([image.data for image in result.images]),
+        services.store.save_result(
+            user_id=user.id,
+            chat_id=chat.id,
+            prompt=job.description.prompt,
+            options=json.dumps(
+                {
+                    **asdict(job.options),
+                    "as_file": job.as_file,
+                    "kind": job.kind,
+                    "source": job.source_file_id,
+                }
+            ),
+            model=job.description.model,
+        ),
+    )
     revised = next((i.revised_prompt for i in result.images if i.revised_prompt), None)
     caption = build_caption(
         prompt=job.description.prompt,
         revised_prompt=revised,
         revised_label=texts.get(lang, "caption.revised"),
-    )
-    result_id = await services.store.save_result(
-        user_id=user.id,
-        chat_id=chat.id,
-        prompt=job.description.prompt,
-        options=json.dumps(
-            {
-                **asdict(job.options),
-                "as_file": job.as_file,
-                "kind": job.kind,
-                "source": job.source_file_id,
-            }
-        ),
-        model=job.description.model,
     )
     markup = result_keyboard(services.texts, lang, result_id)
     # Kept while the upload runs, so 📄 Original works as soon as the buttons are visible.
@@ -293,19 +297,12 @@ async def _deliver(
             await sent[0].reply_text(texts.get(lang, "result.actions"), reply_markup=markup)
         except TelegramError as exc:
             logger.warning("could not send the result buttons: %s", exc)
-    file_ids = [_file_id(m) for m in sent]
-    await services.store.set_result_files(
-        result_id=result_id, file_ids=[f for f in file_ids if f is not None]
-    )
+    # Documents are lossless on Telegram's side too: their ids serve 📄 Original once the kept
+    # bytes are pruned. (Photo ids point at recompressed pictures, so they are not kept.)
+    document_ids = [m.document.file_id for m in sent if m.document is not None]
+    if document_ids:
+        await services.store.set_result_files(result_id=result_id, file_ids=document_ids)
     return sent, len(pictures) if sent else 0
-
-
-def _file_id(message: Message) -> str | None:
-    if message.document is not None:
-        return message.document.file_id
-    if message.photo:
-        return message.photo[-1].file_id
-    return None
 
 
 async def alert_admins(services: Services, message: Message, exc: ImagesError) -> None:

@@ -24,6 +24,9 @@ from bot.limiter import Ticket
 logger = logging.getLogger(__name__)
 
 ACTION_EVERY = 4.0
+# The first "sending photo" waits this long: a picture that is ready sooner needs no indicator,
+# and an instant answer is not slowed by a request competing with its upload.
+FIRST_ACTION_AFTER = 0.5
 TICK = 0.5
 MIN_EDIT_INTERVAL = 5.0
 MIN_EDIT_INTERVAL_GROUP = 15.0
@@ -97,7 +100,7 @@ class Progress:
 
     async def _run(self) -> None:
         started = time.monotonic()
-        next_action = started
+        next_action = started + FIRST_ACTION_AFTER
         last_edit = -1e9
         while True:
             now = time.monotonic()

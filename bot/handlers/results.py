@@ -150,6 +150,16 @@ async def _send_original(
 ) -> None:
     texts = services.texts
     files = await services.originals.load(record.id)
+    if not files and record.file_ids:
+        # The kept bytes are gone, but the result went out as documents: resend those.
+        await query.answer()
+        if len(record.file_ids) == 1:
+            await message.reply_document(record.file_ids[0], do_quote=True)
+        else:
+            await message.reply_media_group(
+                [InputMediaDocument(file_id) for file_id in record.file_ids[:10]], do_quote=True
+            )
+        return
     if not files:
         await query.answer(texts.get(lang, "result.expired"), show_alert=True)
         return
