@@ -57,13 +57,12 @@ from bot.app import running  # noqa: E402
 from bot.config import load_settings  # noqa: E402
 from bot.handlers.services import Services  # noqa: E402
 from bot.store import SqliteStore  # noqa: E402
+from tests.conftest import API_KEY, TOKEN, base_env  # noqa: E402
 from tests.emulators.openai_images import OpenAIEmulator, render_picture  # noqa: E402
 from tests.emulators.telegram_api import SentMessage, TelegramEmulator  # noqa: E402
 
 T = TypeVar("T")
 
-TOKEN = "123456:BENCH-token"
-API_KEY = "sk-bench-secret-key"
 USER = 1001
 BURST_USERS = range(2001, 2051)
 BACKEND_DELAY = 2.0
@@ -184,16 +183,10 @@ class QueuedTelegram(TelegramEmulator):
 
 def bot_env(tg: TelegramEmulator, oai: OpenAIEmulator, data_dir: Path) -> dict[str, str]:
     """Return the environment of a production-like bot wired to the two emulators."""
-    return {
-        "TELEGRAM_BOT_TOKEN": TOKEN,
-        "TELEGRAM_API_URL": tg.url,
-        "OPENAI_BASE_URL": oai.base_url,
-        "OPENAI_API_KEY": API_KEY,
-        "IMAGE_MODEL": "gpt-image-2",
-        "DATA_DIR": str(data_dir),
-        "MAX_CONCURRENT_GENERATIONS": "50",
-        "LOG_LEVEL": "INFO",
-    }
+    env = base_env(tg, oai, data_dir)
+    env.pop("STATUS_MESSAGE_DELAY_SECONDS")  # the production default
+    env.update(MAX_CONCURRENT_GENERATIONS="50", LOG_LEVEL="INFO")
+    return env
 
 
 @dataclass

@@ -360,6 +360,7 @@ async def test_album_refused_by_telegram_is_resent_as_documents(make_bot) -> Non
 
 async def test_chat_action_and_status_message_while_waiting(make_bot, monkeypatch) -> None:
     monkeypatch.setattr(progress, "ACTION_EVERY", 0.4)  # refreshed every 4 s in production
+    monkeypatch.setattr(progress, "FIRST_ACTION_AFTER", 0.0)  # 0.5 s in production
     async with make_bot(STATUS_MESSAGE_DELAY_SECONDS="0.5") as bot:
         bot.oai.delay = 1.4
         msg = bot.send("/image slow snail")
@@ -457,3 +458,11 @@ async def test_help_follows_the_configured_model(make_bot) -> None:
         assert "dall-e-3" in text
         assert "1792x1024" in sizes
         assert "1536x1024" not in sizes
+
+
+async def test_an_instant_answer_sends_no_chat_action(make_bot) -> None:
+    async with make_bot() as bot:
+        msg = bot.send("/image quick hare")
+        await bot.replies(msg, kinds=("photo",))
+        await bot.settle(0.7)
+        assert bot.tg.calls_of("sendChatAction") == []

@@ -276,3 +276,30 @@ async def test_history_when_empty(make_bot) -> None:
         assert "no requests yet" in text
         (call,) = [c for c in bot.tg.calls_of("sendMessage") if "no requests" in c.params["text"]]
         assert "reply_markup" not in call.params
+
+
+async def test_original_of_a_document_result_survives_pruning(make_bot, tmp_path) -> None:
+    original = known_png()
+    async with make_bot() as bot:
+        await bot.services.store.set_setting(scope="user", scope_id=USER, key="as_file", value="1")
+        bot.oai.image_bytes = original
+        msg = bot.send("/image yellow alpaca")
+        (sent,) = await bot.replies(msg, kinds=("document",))
+        result_id = button(sent, "📄").split(":", 1)[1]
+        await kept(bot, sent)
+        deadline = time.monotonic() + 5
+        while not (record := await bot.services.store.get_result(result_id=result_id)).file_ids:
+            assert time.monotonic() < deadline, "document file id never recorded"
+            await asyncio.sleep(0.02)
+        assert record.file_ids == (sent["document"]["file_id"],)
+        folder = tmp_path / "data" / "originals" / result_id
+        for path in folder.iterdir():
+            path.unlink()
+        folder.rmdir()
+        press(bot, sent, button(sent, "📄"))
+        replies = await bot.replies(sent.message, kinds=("document",))
+        resend = bot.tg.calls_of("sendDocument")[-1]
+        assert resend.params["document"] == sent["document"]["file_id"]
+        assert not resend.files, "resent by file id, not uploaded again"
+        assert bot.tg.file_bytes(replies[-1]["document"]["file_id"]) == original
+        assert len(bot.oai.api_requests) == 1

@@ -494,3 +494,22 @@ async def test_acknowledged_writes_survive_kill_9(tmp_path: Path) -> None:
         assert await store.get_settings(scope="user", scope_id=7) == {"size": "1024x1024"}
     finally:
         await store.close()
+
+
+async def test_settings_cache_follows_writes_and_hands_out_copies(
+    store: SqliteStore, tmp_path: Path, clock: FakeClock
+) -> None:
+    await store.set_setting(scope="user", scope_id=7, key="size", value="1024x1024")
+    first = await store.get_settings(scope="user", scope_id=7)
+    first["size"] = "tampered"
+    assert await store.get_settings(scope="user", scope_id=7) == {"size": "1024x1024"}
+    await store.set_setting(scope="user", scope_id=7, key="size", value="1536x1024")
+    assert await store.get_settings(scope="user", scope_id=7) == {"size": "1536x1024"}
+    await store.set_setting(scope="user", scope_id=7, key="size", value=None)
+    assert await store.get_settings(scope="user", scope_id=7) == {}
+    await store.set_setting(scope="user", scope_id=7, key="quality", value="high")
+    reopened = await SqliteStore.open(tmp_path / "data", clock=clock)
+    try:
+        assert await reopened.get_settings(scope="user", scope_id=7) == {"quality": "high"}
+    finally:
+        await reopened.close()

@@ -278,20 +278,16 @@ async def _deliver(
         revised_label=texts.get(lang, "caption.revised"),
     )
     markup = result_keyboard(services.texts, lang, result_id)
-    # Kept while the upload runs, so 📄 Original works as soon as the buttons are visible.
-    keeping = asyncio.create_task(
-        services.originals.save(result_id, [(p.filename, p.data) for p in pictures])
+    sent = await send_pictures(
+        reply_to,
+        pictures,
+        caption=caption,
+        as_file=job.as_file,
+        reply_markup=markup if len(pictures) == 1 else None,
     )
-    try:
-        sent = await send_pictures(
-            reply_to,
-            pictures,
-            caption=caption,
-            as_file=job.as_file,
-            reply_markup=markup if len(pictures) == 1 else None,
-        )
-    finally:
-        await keeping
+    # Kept once the pictures are out (a press on 📄 Original needs a person, so it comes later);
+    # writing them during the upload would slow it down.
+    await services.originals.save(result_id, [(p.filename, p.data) for p in pictures])
     if len(pictures) > 1 and sent and markup is not None:
         try:
             await sent[0].reply_text(texts.get(lang, "result.actions"), reply_markup=markup)
