@@ -137,7 +137,9 @@ async def test_x2_is_one_request_and_an_album(make_bot) -> None:
         assert len(photos) == 2
         assert {p.method for p in photos} == {"sendMediaGroup"}
         assert len({p.get("media_group_id") for p in photos}) == 1
-        assert len(bot.tg.calls_of("sendMediaGroup")) == 1
+        (album,) = bot.tg.calls_of("sendMediaGroup")
+        assert len(album.files) == 2, "each album item uploads its own file"
+        assert all(item["media"].startswith("attach://") for item in album.params["media"])
         assert bot.tg.calls_of("sendPhoto") == []
         (request,) = bot.oai.api_requests
         assert request.fields["n"] == 2

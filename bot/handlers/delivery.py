@@ -110,7 +110,7 @@ async def _send(
     if as_documents:
         media = [
             InputMediaDocument(
-                InputFile(p.data, filename=p.filename),
+                InputFile(p.data, filename=p.filename, attach=True),
                 caption=caption if i == 0 else None,
                 parse_mode=ParseMode.HTML if i == 0 else None,
             )
@@ -119,7 +119,7 @@ async def _send(
     else:
         media = [
             InputMediaPhoto(
-                InputFile(p.data, filename=p.filename),
+                InputFile(p.data, filename=p.filename, attach=True),
                 caption=caption if i == 0 else None,
                 parse_mode=ParseMode.HTML if i == 0 else None,
             )

@@ -171,7 +171,10 @@ async def _send_original(
         )
         return
     await message.reply_media_group(
-        [InputMediaDocument(InputFile(data, filename=name)) for name, data in files[:10]],
+        [
+            InputMediaDocument(InputFile(data, filename=name, attach=True))
+            for name, data in files[:10]
+        ],
         do_quote=True,
     )
 

@@ -1287,6 +1287,9 @@ class TelegramEmulator:
             raise _bad("document can't be mixed with other media types")
         prepared: list[tuple[JSON, UploadedFile | StoredFile, JSON]] = []
         for item in media:
+            if not item.get("media"):
+                # Real Telegram: an album item must name its file (attach://<part> or file_id).
+                raise _bad("media not found")
             upload = self._resolve_file(item.get("media"), files, "media")
             if item.get("type") == "photo":
                 self._validated_photo(upload)
