@@ -148,27 +148,14 @@ async def running(
             except TelegramError as exc:
                 logger.warning("could not register the command menu: %s", exc)
             await app.start()
-            if settings.webhook_url is not None:
-                path = urlsplit(settings.webhook_url).path.lstrip("/")
-                await app.updater.start_webhook(  # type: ignore[union-attr]
-                    listen=settings.webhook_listen,
-                    port=settings.webhook_port,
-                    url_path=path,
-                    webhook_url=settings.webhook_url,
-                    secret_token=settings.webhook_secret_token.get() or None,
-                    allowed_updates=Update.ALL_TYPES,
-                )
-            else:
-                await app.updater.start_polling(  # type: ignore[union-attr]
-                    timeout=POLL_TIMEOUT, allowed_updates=Update.ALL_TYPES
-                )
-            logger.info(
-                "bot @%s is running (%s, model %s)",
-                app.bot.username,
-                "webhook" if settings.webhook_url else "long polling",
-                settings.image_model,
-            )
             try:
+                await _start_updates(app, settings)
+                logger.info(
+                    "bot @%s is running (%s, model %s)",
+                    app.bot.username,
+                    "webhook" if settings.webhook_url else "long polling",
+                    settings.image_model,
+                )
                 yield app, services
             finally:
                 if app.updater is not None and app.updater.running:
@@ -177,6 +164,26 @@ async def running(
                     await app.stop()
     finally:
         await close_services(services)
+
+
+async def _start_updates(
+    app: Application[Any, Any, Any, Any, Any, Any], settings: Settings
+) -> None:
+    """Start receiving updates: the webhook when `WEBHOOK_URL` is set, else long polling."""
+    updater = app.updater
+    if updater is None:
+        raise RuntimeError("the application has no updater")
+    if settings.webhook_url is not None:
+        await updater.start_webhook(
+            listen=settings.webhook_listen,
+            port=settings.webhook_port,
+            url_path=urlsplit(settings.webhook_url).path.lstrip("/"),
+            webhook_url=settings.webhook_url,
+            secret_token=settings.webhook_secret_token.get() or None,
+            allowed_updates=Update.ALL_TYPES,
+        )
+    else:
+        await updater.start_polling(timeout=POLL_TIMEOUT, allowed_updates=Update.ALL_TYPES)
 
 
 async def _serve(settings: Settings) -> None:
@@ -205,5 +212,13 @@ def run(settings: Settings) -> int:
         return 2
     except TelegramError as exc:
         print(f"Cannot reach the Telegram Bot API at start-up: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        where = (
+            f"the webhook server on {settings.webhook_listen}:{settings.webhook_port}"
+            if settings.webhook_url is not None
+            else "the bot"
+        )
+        print(f"Cannot start {where}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     return 0
