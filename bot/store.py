@@ -205,7 +205,9 @@ class Store(Protocol):
 
     async def get_result(self, *, result_id: str) -> ResultRecord | None: ...
 
-    async def history(self, *, user_id: int, limit: int = 10) -> list[ResultRecord]: ...
+    async def history(
+        self, *, user_id: int, limit: int = 10, chat_id: int | None = None
+    ) -> list[ResultRecord]: ...
 
     async def should_alert(self, *, kind: str, every: timedelta) -> bool: ...
 
@@ -611,14 +613,22 @@ class SqliteStore:
 
         return await self._run(run)
 
-    async def history(self, *, user_id: int, limit: int = 10) -> list[ResultRecord]:
-        """Return the user's newest results, newest first."""
+    async def history(
+        self, *, user_id: int, limit: int = 10, chat_id: int | None = None
+    ) -> list[ResultRecord]:
+        """Return the user's newest results, newest first (only those made in `chat_id` if set)."""
 
         def run(conn: sqlite3.Connection) -> list[ResultRecord]:
-            rows = conn.execute(
-                f"{_RESULT_SELECT} WHERE user_id = ? ORDER BY seq DESC LIMIT ?",
-                (user_id, max(0, limit)),
-            ).fetchall()
+            if chat_id is None:
+                rows = conn.execute(
+                    f"{_RESULT_SELECT} WHERE user_id = ? ORDER BY seq DESC LIMIT ?",
+                    (user_id, max(0, limit)),
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    f"{_RESULT_SELECT} WHERE user_id = ? AND chat_id = ? ORDER BY seq DESC LIMIT ?",
+                    (user_id, chat_id, max(0, limit)),
+                ).fetchall()
             return [_result(row) for row in rows]
 
         return await self._run(run)

@@ -303,3 +303,19 @@ async def test_original_of_a_document_result_survives_pruning(make_bot, tmp_path
         assert not resend.files, "resent by file id, not uploaded again"
         assert bot.tg.file_bytes(replies[-1]["document"]["file_id"]) == original
         assert len(bot.oai.api_requests) == 1
+
+
+async def test_history_in_a_group_shows_only_that_groups_requests(make_bot) -> None:
+    async with make_bot() as bot:
+        private = bot.send("/image my secret diary doodle")
+        await bot.replies(private, kinds=("photo",))
+        public = bot.send("/image a harbour at dawn", chat_id=GROUP)
+        await bot.replies(public, kinds=("photo",))
+        msg = bot.send("/history", chat_id=GROUP)
+        listing = next(
+            m for m in await bot.replies(msg, kinds=("text",)) if "harbour" in (m.text or "")
+        )
+        assert "secret diary" not in (listing.text or "")
+        msg = bot.send("/history")
+        text = await bot.reply_text(msg)
+        assert "secret diary" in text and "harbour" in text

@@ -24,7 +24,7 @@ from telegram.ext import ContextTypes
 
 from bot.capabilities import caps_for, resolve
 from bot.handlers.access import admit, guard
-from bot.handlers.common import command_args, language_of, reply_plain
+from bot.handlers.common import command_args, is_group, language_of, reply_plain
 from bot.handlers.image import (
     Job,
     build_job,
@@ -190,9 +190,12 @@ async def history_command(
     request = await admit(update, services)
     if request is None:
         return
-    message, user, lang = request.message, request.user, request.lang
+    message, user, chat, lang = request.message, request.user, request.chat, request.lang
     texts = services.texts
-    records = await services.store.history(user_id=user.id, limit=HISTORY_SIZE)
+    # In a group, only what was asked in this group: private prompts stay private.
+    records = await services.store.history(
+        user_id=user.id, limit=HISTORY_SIZE, chat_id=chat.id if is_group(chat) else None
+    )
     if not records:
         await reply_plain(message, texts.get(lang, "history.empty"))
         return
