@@ -254,3 +254,29 @@ def test_python_m_bot_with_a_corrupted_database_exits_2_with_one_message(
     assert TOKEN not in proc.stderr and API_KEY not in proc.stderr
     assert tg.calls_of("getUpdates") == []
     assert oai.api_requests == []
+
+
+async def test_defaults_of_another_model_do_not_block_a_switched_user(make_bot) -> None:
+    async with make_bot(
+        IMAGE_MODEL="gpt-image-1",
+        IMAGE_MODELS="gpt-image-1,dall-e-3",
+        DEFAULT_IMAGE_SIZE="1536x1024",
+        DEFAULT_IMAGE_QUALITY="low",
+    ) as bot:
+        store = bot.services.store
+        await store.set_setting(scope="user", scope_id=USER, key="model", value="dall-e-3")
+        await store.set_setting(scope="user", scope_id=USER, key="size", value="1024x1536")
+        msg = bot.send("/image a quiet lake")
+        await bot.replies(msg, kinds=("photo",))
+        (request,) = bot.oai.api_requests
+        assert request.fields["model"] == "dall-e-3"
+        # Neither the operator's gpt-image size nor a size saved for another model applies;
+        # the default quality "low" is one dall-e-3 understands (as "standard").
+        assert request.fields.get("size") is None
+        assert request.fields.get("quality") == "standard"
+        assert bot.oai.invalid_requests == []
+        # A typed option the model rejects is still refused with the accepted values.
+        msg = bot.send("/image a quiet lake 1536x1024")
+        text = await bot.reply_text(msg)
+        assert "1792x1024" in text
+        assert len(bot.oai.api_requests) == 1

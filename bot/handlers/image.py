@@ -10,14 +10,15 @@ import asyncio
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import timedelta
+from typing import Any
 
 from telegram import Chat, Message, Update, User
 from telegram.error import Forbidden, TelegramError
 from telegram.ext import ContextTypes
 
-from bot.capabilities import ImageDescription, ModelCaps, caps_for, resolve
+from bot.capabilities import ImageDescription, ModelCaps, caps_for, check_defaults, resolve
 from bot.captions import build_caption
 from bot.handlers.access import admit, is_admin
 from bot.handlers.common import command_args, is_group, reply_plain
@@ -98,18 +99,45 @@ def build_job(services: Services, *, prompt: str, typed: ImageOptions, prefs: Pr
     """Validate the request against the model; raise a `PromptError` with what is allowed."""
     if not prompt.strip():
         raise EmptyPrompt()
-    settings = services.settings
     caps = caps_for(prefs.model)
-    options = merge_options(typed, prefs.options)
-    description = resolve(
+    # Saved defaults may belong to another model (the user switched); typed options are checked.
+    options = merge_options(typed, accepted_options(prefs.options, caps))
+    description = resolve_for(services, prompt=prompt, options=options, caps=caps)
+    return Job(description=description, caps=caps, options=options, as_file=prefs.as_file)
+
+
+def accepted_options(options: ImageOptions, caps: ModelCaps) -> ImageOptions:
+    """Keep only the saved options this model accepts."""
+    rejected: dict[str, Any] = {}
+    for field in fields(ImageOptions):
+        value = getattr(options, field.name)
+        if value is None:
+            continue
+        try:
+            resolve(prompt="", options=replace(ImageOptions(), **{field.name: value}), caps=caps)
+        except PromptError:
+            rejected[field.name] = None
+    return replace(options, **rejected)
+
+
+def resolve_for(
+    services: Services, *, prompt: str, options: ImageOptions, caps: ModelCaps
+) -> ImageDescription:
+    """Resolve options for a model, with the operator's defaults where that model takes them."""
+    settings = services.settings
+    size, quality = settings.default_image_size, settings.default_image_quality
+    if size and check_defaults(caps, default_size=size, default_quality=None):
+        size = None  # DEFAULT_IMAGE_SIZE is checked against IMAGE_MODEL, not every model
+    if quality and check_defaults(caps, default_size=None, default_quality=quality):
+        quality = None
+    return resolve(
         prompt=prompt,
         options=options,
         caps=caps,
-        default_size=settings.default_image_size,
-        default_quality=settings.default_image_quality,
+        default_size=size,
+        default_quality=quality,
         extra=settings.openai_extra_body,
     )
-    return Job(description=description, caps=caps, options=options, as_file=prefs.as_file)
 
 
 def replied_prompt(message: Message) -> str:

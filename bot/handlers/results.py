@@ -22,7 +22,7 @@ from telegram import (
 from telegram.error import TelegramError
 from telegram.ext import ContextTypes
 
-from bot.capabilities import caps_for, resolve
+from bot.capabilities import caps_for
 from bot.handlers.access import admit, guard
 from bot.handlers.common import command_args, is_group, language_of, reply_plain
 from bot.handlers.image import (
@@ -30,6 +30,7 @@ from bot.handlers.image import (
     build_job,
     load_preferences,
     reply_for,
+    resolve_for,
     run_generation,
 )
 from bot.handlers.keyboards import AGAIN, EDIT_HINT, ORIGINAL, RERUN, callback, split_callback
@@ -113,14 +114,7 @@ async def result_button(
         prefs = await load_preferences(services, user=user, chat=chat)
         model = record.model if record.model in services.settings.image_models else prefs.model
         caps = caps_for(model)
-        description = resolve(
-            prompt=record.prompt,
-            options=options,
-            caps=caps,
-            default_size=services.settings.default_image_size,
-            default_quality=services.settings.default_image_quality,
-            extra=services.settings.openai_extra_body,
-        )
+        description = resolve_for(services, prompt=record.prompt, options=options, caps=caps)
     except PromptError as exc:
         await query.answer()
         await reply_plain(message, reply_for(services, lang, exc))
