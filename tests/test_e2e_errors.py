@@ -101,6 +101,19 @@ async def test_hang_past_the_timeout_says_it_took_too_long(make_bot) -> None:
         _no_unexpected(bot)
 
 
+async def test_retries_never_outlast_the_timeout(make_bot) -> None:
+    async with make_bot(IMAGE_TIMEOUT_SECONDS="1", **QUIET) as bot:
+        bot.oai.queue_faults([Fault.http(429, retry_after=2)])
+        msg = bot.send("/image stormy sea")
+        text = await bot.reply_text(msg, timeout=5)
+        assert "took too long" in text
+        assert len(bot.oai.api_requests) == 1  # the 2 s Retry-After wait was cut at 1 s
+        usage = await bot.services.store.usage(user_id=USER, user_limit=5)
+        assert usage.used_today == 0
+        await _still_serves(bot)
+        _no_unexpected(bot)
+
+
 @pytest.mark.parametrize("status", [401, 403])
 async def test_auth_error_tells_the_user_and_alerts_the_admin_once(make_bot, status) -> None:
     async with make_bot(ADMIN_USER_IDS=str(ADMIN), **QUIET) as bot:
