@@ -40,6 +40,7 @@ logger = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 MENU = ("image", "edit", "settings", "usage", "history", "help")
 POLL_TIMEOUT = 30
+CONCURRENT_UPDATES = 4096
 
 
 def utc_now() -> datetime:
@@ -114,7 +115,8 @@ def build_application(services: Services) -> Application[Any, Any, Any, Any, Any
         .base_url(settings.bot_api_base_url)
         .base_file_url(settings.bot_file_base_url)
         .rate_limiter(FloodControl())
-        .concurrent_updates(True)
+        # Queued generations hold an update slot while they wait; keep room for everyone else.
+        .concurrent_updates(CONCURRENT_UPDATES)
         .defaults(Defaults(allow_sending_without_reply=True))
         .media_write_timeout(60)
         .build()

@@ -468,3 +468,14 @@ async def test_an_instant_answer_sends_no_chat_action(make_bot) -> None:
         await bot.replies(msg, kinds=("photo",))
         await bot.settle(0.7)
         assert bot.tg.calls_of("sendChatAction") == []
+
+
+async def test_reply_to_own_result_reuses_its_prompt_not_the_revised_one(make_bot) -> None:
+    async with make_bot(IMAGE_MODEL="dall-e-3") as bot:
+        msg = bot.send("/image a red fox\nin the snow")
+        (photo,) = await bot.replies(msg, kinds=("photo",))
+        assert "Revised prompt:" in (photo.text or "")
+        again = bot.send("/image", reply_to=photo)
+        await bot.replies(again, kinds=("photo",))
+        first, second = bot.oai.api_requests
+        assert second.fields["prompt"] == first.fields["prompt"] == "a red fox\nin the snow"

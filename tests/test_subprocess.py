@@ -75,11 +75,7 @@ def test_python_m_bot_round_trip_and_restart_keeps_state(tmp_path: Path) -> None
         try:
             tg.wait_for("getUpdates", timeout=20)
             msg = tg.send_message(chat_id=USER, user_id=USER, text="/image yellow alpaca x2")
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline and not tg.calls_of("sendMediaGroup"):
-                time.sleep(0.05)
-            album = tg.calls_of("sendMediaGroup")
-            assert album, [c.method for c in tg.calls]
+            album = tg.wait_for("sendMediaGroup", timeout=20)  # finished calls only
             assert len(album[0].result) == 2
             set_lang = tg.send_message(chat_id=USER, user_id=USER, text="/settings")
             _wait_text_reply(tg, set_lang["message"]["message_id"])
@@ -103,3 +99,16 @@ def test_python_m_bot_round_trip_and_restart_keeps_state(tmp_path: Path) -> None
         finally:
             code, err = _stop(proc)
         assert code == 0, err[-3000:]
+
+
+def test_sigterm_finishes_the_pictures_in_flight(tmp_path: Path) -> None:
+    with TelegramEmulator(TOKEN) as tg, OpenAIEmulator(api_key=API_KEY, delay=1.5) as oai:
+        proc = _start(base_env(tg, oai, tmp_path / "data"), tmp_path)
+        try:
+            tg.wait_for("getUpdates", timeout=20)
+            msg = tg.send_message(chat_id=USER, user_id=USER, text="/image slow snail")
+            oai.wait_for_requests(1, timeout=10)
+        finally:
+            code, err = _stop(proc)
+        assert code == 0, err[-3000:]
+        _wait_photo_reply(tg, msg["message"]["message_id"], timeout=1)

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from datetime import timedelta
 from typing import Any
 
-from telegram import Chat, Message, Update, User
+from telegram import Chat, Message, MessageEntity, Update, User
 from telegram.error import Forbidden, TelegramError
 from telegram.ext import ContextTypes
 
@@ -37,6 +37,7 @@ from bot.prompt import (
     parse_image_args,
 )
 from bot.quota import QuotaExceeded
+from bot.store import StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -140,18 +141,31 @@ def resolve_for(
     )
 
 
-def replied_prompt(message: Message) -> str:
+def replied_prompt(services: Services, message: Message) -> str:
     """Return the prompt found in the message this one replies to ("" when none)."""
     replied = message.reply_to_message
     if replied is None:
         return ""
     text = replied.text or replied.caption or ""
+    if replied.caption and replied.from_user is not None and replied.from_user.is_bot:
+        return _caption_prompt(services, replied, replied.caption)
     if text.startswith("/"):
         try:
             return parse_image_args(command_args(text)).prompt
         except PromptError:
             return ""
     return text.strip()
+
+
+def _caption_prompt(services: Services, replied: Message, caption: str) -> str:
+    """Return the prompt part of one of our result captions (without the revised prompt)."""
+    labels = {services.texts.get(lang, "caption.revised") for lang in services.texts.languages}
+    for entity, value in replied.parse_caption_entities([MessageEntity.ITALIC]).items():
+        if value.strip() in labels:
+            # Entity offsets count UTF-16 code units.
+            head = caption.encode("utf-16-le")[: entity.offset * 2].decode("utf-16-le")
+            return head.strip()
+    return caption.strip()
 
 
 async def image_command(
@@ -166,7 +180,7 @@ async def image_command(
         return
     try:
         parsed = parse_image_args(command_args(message.text))
-        prompt = parsed.prompt or replied_prompt(message)
+        prompt = parsed.prompt or replied_prompt(services, message)
         prefs = await load_preferences(services, user=user, chat=chat)
         job = build_job(services, prompt=prompt, typed=parsed.options, prefs=prefs)
     except PromptError as exc:
@@ -332,7 +346,10 @@ async def _deliver(
     # bytes are pruned. (Photo ids point at recompressed pictures, so they are not kept.)
     document_ids = [m.document.file_id for m in sent if m.document is not None]
     if document_ids:
-        await services.store.set_result_files(result_id=result_id, file_ids=document_ids)
+        try:
+            await services.store.set_result_files(result_id=result_id, file_ids=document_ids)
+        except StoreError as exc:  # the pictures are delivered: never count them as failed
+            logger.warning("could not record the file ids of %s: %s", result_id, exc)
     return sent, len(pictures) if sent else 0
 
 
