@@ -277,6 +277,7 @@ async def test_edit_counts_against_the_daily_limit(make_bot) -> None:
         assert "limit" in text.lower()
         await bot.settle(0.2)
         assert [r.endpoint for r in bot.oai.api_requests] == ["generations"]
+        assert bot.tg.calls_of("getFile") == [], "nothing is downloaded for a refused request"
 
 
 async def test_picture_too_large_to_download(make_bot) -> None:

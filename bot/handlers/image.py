@@ -27,6 +27,7 @@ from bot.handlers.keyboards import result_keyboard
 from bot.handlers.progress import Progress
 from bot.handlers.replies import error_text
 from bot.handlers.services import Services
+from bot.handlers.sources import fetch_source
 from bot.images import ImagesError, ImagesResult, ImagesTimeout
 from bot.limiter import UserBusy
 from bot.prompt import (
@@ -64,7 +65,8 @@ class Job:
     as_file: bool
     kind: str = "generate"  # or "edit", "variation"
     source: bytes | None = None  # the picture to edit or vary, as PNG
-    source_file_id: str | None = None  # where that picture is on Telegram, for 🔁 Again
+    source_file_id: str | None = None  # where that picture is on Telegram (fetched if no source)
+    source_size: int | None = None  # its size, when Telegram told us
 
 
 def options_from_settings(values: Mapping[str, str]) -> ImageOptions:
@@ -228,6 +230,12 @@ async def run_generation(
         images_delivered = 0
         outcome = "error"
         try:
+            if job.kind != "generate" and job.source is None:
+                # Fetched only now, once the user's cap and quota let the request through.
+                job = await _with_source(services, job, reply_to=reply_to, lang=lang)
+                if job.source is None:
+                    outcome = "download"
+                    return []
             progress = Progress(
                 message=reply_to,
                 ticket=ticket,
@@ -273,6 +281,20 @@ async def run_generation(
                 outcome=outcome,
             )
         return delivered
+
+
+async def _with_source(services: Services, job: Job, *, reply_to: Message, lang: str) -> Job:
+    if job.source_file_id is None:
+        return job
+    source = await fetch_source(
+        reply_to,
+        texts=services.texts,
+        lang=lang,
+        file_id=job.source_file_id,
+        size=job.source_size,
+        square=job.caps.square_uploads,
+    )
+    return replace(job, source=source)
 
 
 async def _call_images(services: Services, job: Job) -> ImagesResult:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from dataclasses import dataclass, replace
@@ -19,7 +18,6 @@ from telegram import (
     Update,
     User,
 )
-from telegram.error import TelegramError
 from telegram.ext import ContextTypes
 
 from bot.capabilities import caps_for
@@ -35,15 +33,12 @@ from bot.handlers.image import (
 )
 from bot.handlers.keyboards import AGAIN, EDIT_HINT, ORIGINAL, RERUN, callback, split_callback
 from bot.handlers.services import Services
-from bot.media import inspect_image, to_png_within
 from bot.prompt import ImageOptions, PromptError, describe_options, parse_image_args
 from bot.store import ResultRecord
 
 logger = logging.getLogger(__name__)
 
 HISTORY_SIZE = 10
-MAX_EDIT_UPLOAD = 4 * 1024 * 1024  # the images API's edit/variation limit for PNG uploads
-MAX_SOURCE_DOWNLOAD = 20 * 1024 * 1024  # what the Bot API lets a bot download
 
 
 @dataclass(frozen=True)
@@ -120,20 +115,12 @@ async def result_button(
         await reply_plain(message, reply_for(services, lang, exc))
         return
     await query.answer(texts.get(lang, "result.again_started"))
-    source = None
-    if stored.kind != "generate" and stored.source_file_id is not None:
-        source = await _download_source(
-            services, message, user, lang, (stored.source_file_id, None), square=caps.square_uploads
-        )
-        if source is None:
-            return
     job = Job(
         description=description,
         caps=caps,
         options=options,
         as_file=stored.as_file,
-        kind=stored.kind if source is not None else "generate",
-        source=source,
+        kind=stored.kind if stored.source_file_id is not None else "generate",
         source_file_id=stored.source_file_id,
     )
     await run_generation(services, reply_to=message, user=user, chat=chat, lang=lang, job=job)
@@ -228,44 +215,6 @@ def _addressed_elsewhere(message: Message, text: str) -> bool:
     return token.split("@", 1)[1].lower() != (message.get_bot().username or "").lower()
 
 
-def _upload_ready(data: bytes, *, square: bool) -> bytes:
-    """Return a PNG within the upload limit: the bytes as they are when they already are one."""
-    info = inspect_image(data)
-    fits = info.format == "png" and info.size_bytes <= MAX_EDIT_UPLOAD
-    if fits and (not square or info.width == info.height):
-        return data  # re-encoding costs ~0.3 s for a busy 1024x1024 picture and gains nothing
-    return to_png_within(data, max_bytes=MAX_EDIT_UPLOAD, square=square)
-
-
-async def _download_source(
-    services: Services,
-    message: Message,
-    user: User,
-    lang: str,
-    source: tuple[str, int | None],
-    *,
-    square: bool,
-) -> bytes | None:
-    """Fetch the picture through the Bot API and make it a PNG the images API accepts."""
-    texts = services.texts
-    file_id, size = source
-    if size is not None and size > MAX_SOURCE_DOWNLOAD:
-        await reply_plain(message, texts.get(lang, "edit.too_large"))
-        return None
-    try:
-        file = await message.get_bot().get_file(file_id)
-        data = bytes(await file.download_as_bytearray())
-    except TelegramError as exc:
-        logger.warning("could not download the picture for user %s: %s", user.id, exc)
-        await reply_plain(message, texts.get(lang, "edit.download_failed"))
-        return None
-    try:
-        return await asyncio.to_thread(_upload_ready, data, square=square)
-    except ValueError:
-        await reply_plain(message, texts.get(lang, "edit.not_an_image"))
-        return None
-
-
 async def _run_on_picture(
     services: Services,
     *,
@@ -276,18 +225,14 @@ async def _run_on_picture(
     job: Job,
     kind: str,
 ) -> None:
-    """Fetch the picture the command points at, then edit it or vary it."""
+    """Edit or vary the picture the command points at."""
     reference = _source_file(message)
     if reference is None:
         key = "edit.nothing" if kind == "edit" else "variation.nothing"
         await reply_plain(message, services.texts.get(lang, key))
         return
-    source = await _download_source(
-        services, message, user, lang, reference, square=job.caps.square_uploads
-    )
-    if source is None:
-        return
-    job = replace(job, kind=kind, source=source, source_file_id=reference[0])
+    # Downloaded by run_generation once the user's cap and quota have admitted the request.
+    job = replace(job, kind=kind, source_file_id=reference[0], source_size=reference[1])
     await run_generation(services, reply_to=message, user=user, chat=chat, lang=lang, job=job)
 
 
