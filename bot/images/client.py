@@ -3,17 +3,7 @@
     async with ImagesClient(base_url="https://api.openai.com/v1", api_key=key) as client:
         result = await client.generate(description, caps_for(description.model))
 
-Errors, each with a stable `kind` (statistics, i18n keys, admin alerts); no `httpx` error escapes:
-
-    ImagesError                  kind
-    ├── ImagesRefused            "refused"       400 moderation_blocked / content_policy_violation
-    ├── ImagesBadRequest         "bad_request"   other 4xx (400, 404, 422, ...), never retried
-    ├── ImagesAuthError          "auth"          401, 403
-    ├── ImagesQuotaExhausted     "quota"         insufficient_quota (any status), never retried
-    ├── ImagesRateLimited        "rate_limited"  429 after every attempt; `.retry_after`
-    ├── ImagesUnavailable        "unavailable"   5xx, connection errors, garbled answers, failed
-    │                                            downloads, after every attempt
-    └── ImagesTimeout            "timeout"       no answer within `timeout`, never retried
+Errors are the family of `bot.images.errors`; no `httpx` error escapes this module.
 
 Retries: at most `max_attempts` attempts in all. A 429 waits for `Retry-After` (seconds or an
 HTTP date, capped at `max_retry_after`) or backs off; 5xx, dropped connections and garbled answers
@@ -26,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import json
 import logging
 import random as _random
 import re
@@ -34,141 +23,37 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from types import MappingProxyType, TracebackType
-from typing import Any, ClassVar, Self
+from typing import Any, Self
 
 import httpx
 
 from bot import __version__
 from bot.capabilities import ImageDescription, ModelCaps
+from bot.images.bodies import build_generation_body, common_fields, form, merge_extra
+from bot.images.errors import (
+    REFUSAL_CODES,
+    ImagesAuthError,
+    ImagesBadRequest,
+    ImagesError,
+    ImagesQuotaExhausted,
+    ImagesRateLimited,
+    ImagesRefused,
+    ImagesTimeout,
+    ImagesUnavailable,
+    error_fields,
+    parse_retry_after,
+)
+from bot.images.types import GeneratedImage, ImagesResult, sniff_format
 
-__all__ = [
-    "GeneratedImage",
-    "ImagesAuthError",
-    "ImagesBadRequest",
-    "ImagesClient",
-    "ImagesError",
-    "ImagesQuotaExhausted",
-    "ImagesRateLimited",
-    "ImagesRefused",
-    "ImagesResult",
-    "ImagesTimeout",
-    "ImagesUnavailable",
-    "build_generation_body",
-    "sniff_format",
-]
+__all__ = ["ImagesClient"]
 
 logger = logging.getLogger(__name__)
 
-RESERVED_FIELDS = frozenset({"prompt", "model", "n"})
-_REFUSAL_CODES = frozenset({"moderation_blocked", "content_policy_violation", "content_filter"})
 _DETAIL_LIMIT = 500
 _BACKOFF_BASE = 0.5
 _BACKOFF_CAP = 8.0
 _KEY_PATTERN = re.compile(r"\bsk-[A-Za-z0-9_\-*]{4,}")
-
-
-class ImagesError(Exception):
-    """Base of the images backend family; `detail` is the service's own (scrubbed) message."""
-
-    kind: ClassVar[str] = "error"
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int | None = None,
-        code: str | None = None,
-        detail: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.detail = detail
-
-
-class ImagesRefused(ImagesError):
-    """The service's safety system refused the prompt or image."""
-
-    kind = "refused"
-
-
-class ImagesBadRequest(ImagesError):
-    """The service rejected the request as invalid."""
-
-    kind = "bad_request"
-
-
-class ImagesAuthError(ImagesError):
-    """The API key is missing, wrong or lacks permission."""
-
-    kind = "auth"
-
-
-class ImagesQuotaExhausted(ImagesError):
-    """The account has no quota or credit left."""
-
-    kind = "quota"
-
-
-class ImagesRateLimited(ImagesError):
-    """The service kept answering 429 for every attempt."""
-
-    kind = "rate_limited"
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int | None = None,
-        code: str | None = None,
-        detail: str | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(message, status=status, code=code, detail=detail)
-        self.retry_after = retry_after
-
-
-class ImagesUnavailable(ImagesError):
-    """The service failed, could not be reached, or answered something unusable."""
-
-    kind = "unavailable"
-
-
-class ImagesTimeout(ImagesError):
-    """No answer arrived within the timeout."""
-
-    kind = "timeout"
-
-
-@dataclass(frozen=True)
-class GeneratedImage:
-    """One picture as bytes, with what the service said about it."""
-
-    data: bytes
-    revised_prompt: str | None = None
-    output_format: str | None = None
-    source_url: str | None = None
-
-    def __repr__(self) -> str:
-        return (
-            f"GeneratedImage(<{len(self.data)} bytes>, output_format={self.output_format!r}, "
-            f"revised_prompt={self.revised_prompt!r}, source_url={self.source_url!r})"
-        )
-
-
-@dataclass(frozen=True)
-class ImagesResult:
-    """The pictures of one call (or of one fanned-out batch) and the response metadata."""
-
-    model: str
-    images: tuple[GeneratedImage, ...]
-    usage: Mapping[str, object] | None = None
-    size: str | None = None
-    quality: str | None = None
-    background: str | None = None
-    elapsed: float = 0.0
 
 
 class _Retry(Exception):
@@ -191,112 +76,6 @@ class _Call:
     json_body: _Fields | None = None
     form: dict[str, str] | None = None
     files: _Files | None = None
-
-
-def sniff_format(data: bytes) -> str | None:
-    """Name the image format from its magic bytes: png, jpeg, webp, gif, or None."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    if data.startswith((b"GIF87a", b"GIF89a")):
-        return "gif"
-    return None
-
-
-def _accepted(value: object, accepted: tuple[str, ...] | None) -> bool:
-    return value is not None and (accepted is None or bool(accepted))
-
-
-def _common_fields(description: ImageDescription, caps: ModelCaps) -> _Fields:
-    fields: _Fields = {"prompt": description.prompt, "model": description.model}
-    fields["n"] = 1 if caps.one_per_request else description.n
-    if description.size is not None:
-        fields["size"] = description.size
-    if _accepted(description.quality, caps.qualities):
-        fields["quality"] = description.quality
-    if _accepted(description.background, caps.backgrounds):
-        fields["background"] = description.background
-    if description.output_format is not None and (caps.gpt_image or not caps.known):
-        fields["output_format"] = description.output_format
-    if caps.response_format:
-        fields["response_format"] = "b64_json"
-    return fields
-
-
-def _merge_extra(fields: _Fields, extra: Mapping[str, object]) -> _Fields:
-    # The operator's extra fields win over everything except what the request is about.
-    merged = dict(fields)
-    merged.update({key: value for key, value in extra.items() if key not in RESERVED_FIELDS})
-    return merged
-
-
-def build_generation_body(description: ImageDescription, caps: ModelCaps) -> dict[str, object]:
-    """Return the JSON body of one generation request (n=1 when the model fans out)."""
-    fields = _common_fields(description, caps)
-    if _accepted(description.style, caps.styles):
-        fields["style"] = description.style
-    return _merge_extra(fields, description.extra)
-
-
-def _form_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return value
-    if isinstance(value, int | float):
-        return str(value)
-    return json.dumps(value)
-
-
-def _form(fields: Mapping[str, object]) -> dict[str, str]:
-    return {key: _form_value(value) for key, value in fields.items() if value is not None}
-
-
-def _parse_retry_after(headers: httpx.Headers, now: datetime) -> float | None:
-    milliseconds = headers.get("retry-after-ms")
-    if milliseconds is not None:
-        try:
-            return max(0.0, float(milliseconds) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
-
-
-def _error_fields(body: bytes) -> tuple[str, str | None, str | None]:
-    """Return (message, code, type) from an error body, tolerating non-JSON bodies."""
-    try:
-        payload = json.loads(body)
-    except ValueError:
-        return body.decode("utf-8", "replace").strip(), None, None
-    error = payload.get("error") if isinstance(payload, dict) else None
-    if isinstance(error, dict):
-        message = error.get("message")
-        code = error.get("code")
-        kind = error.get("type")
-        return (
-            str(message) if message is not None else "",
-            str(code) if code is not None else None,
-            str(kind) if kind is not None else None,
-        )
-    if isinstance(error, str):
-        return error, None, None
-    return body.decode("utf-8", "replace").strip(), None, None
 
 
 def _usage(value: object) -> Mapping[str, object] | None:
@@ -413,8 +192,8 @@ class ImagesClient:
         files: _Files = {"image": (image_filename, image, image_content_type)}
         if mask is not None:
             files["mask"] = ("mask.png", mask, "image/png")
-        fields = _merge_extra(_common_fields(description, caps), description.extra)
-        call = _Call(endpoint="edits", model=description.model, form=_form(fields), files=files)
+        fields = merge_extra(common_fields(description, caps), description.extra)
+        call = _Call(endpoint="edits", model=description.model, form=form(fields), files=files)
         return await self._run(call, count=description.n, fan_out=caps.one_per_request)
 
     async def variation(
@@ -435,7 +214,7 @@ class ImagesClient:
         if caps.response_format:
             fields["response_format"] = "b64_json"
         files: _Files = {"image": (image_filename, image, image_content_type)}
-        call = _Call(endpoint="variations", model=model, form=_form(fields), files=files)
+        call = _Call(endpoint="variations", model=model, form=form(fields), files=files)
         return await self._run(call, count=n, fan_out=caps.one_per_request)
 
     # -- attempts ---------------------------------------------------------------------------
@@ -540,7 +319,7 @@ class ImagesClient:
 
     def _status_error(self, response: httpx.Response) -> Exception:
         status = response.status_code
-        message, code, error_type = _error_fields(response.content)
+        message, code, error_type = error_fields(response.content)
         detail = self._scrub(message) or None
         text = f"images API answered HTTP {status}"
         if code:
@@ -550,7 +329,7 @@ class ImagesClient:
         if "insufficient_quota" in (code, error_type):
             return ImagesQuotaExhausted(text, status=status, code=code, detail=detail)
         if status == 429:
-            retry_after = _parse_retry_after(response.headers, self._clock())
+            retry_after = parse_retry_after(response.headers, self._clock())
             error = ImagesRateLimited(
                 text, status=status, code=code, detail=detail, retry_after=retry_after
             )
@@ -558,7 +337,7 @@ class ImagesClient:
             return _Retry(error, delay)
         if status in (401, 403):
             return ImagesAuthError(text, status=status, code=code, detail=detail)
-        if status == 400 and (code in _REFUSAL_CODES or "safety system" in (message or "").lower()):
+        if status == 400 and (code in REFUSAL_CODES or "safety system" in (message or "").lower()):
             return ImagesRefused(text, status=status, code=code, detail=detail)
         if status >= 500 or status == 408:
             return _Retry(ImagesUnavailable(text, status=status, code=code, detail=detail))

@@ -1,0 +1,35 @@
+"""The images boundary: the one place that talks to an OpenAI-compatible images API.
+
+`client` holds `ImagesClient` (the only module importing `httpx`); `errors` its exception family
+and the reading of error answers; `bodies` the request bodies; `types` what a call returns.
+"""
+
+from bot.images.bodies import build_generation_body
+from bot.images.client import ImagesClient
+from bot.images.errors import (
+    ImagesAuthError,
+    ImagesBadRequest,
+    ImagesError,
+    ImagesQuotaExhausted,
+    ImagesRateLimited,
+    ImagesRefused,
+    ImagesTimeout,
+    ImagesUnavailable,
+)
+from bot.images.types import GeneratedImage, ImagesResult, sniff_format
+
+__all__ = [
+    "GeneratedImage",
+    "ImagesAuthError",
+    "ImagesBadRequest",
+    "ImagesClient",
+    "ImagesError",
+    "ImagesQuotaExhausted",
+    "ImagesRateLimited",
+    "ImagesRefused",
+    "ImagesResult",
+    "ImagesTimeout",
+    "ImagesUnavailable",
+    "build_generation_body",
+    "sniff_format",
+]

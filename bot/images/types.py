@@ -1,0 +1,50 @@
+"""What an images call returns: the pictures as bytes and the answer's metadata."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+__all__ = ["GeneratedImage", "ImagesResult", "sniff_format"]
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    """One picture as bytes, with what the service said about it."""
+
+    data: bytes
+    revised_prompt: str | None = None
+    output_format: str | None = None
+    source_url: str | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"GeneratedImage(<{len(self.data)} bytes>, output_format={self.output_format!r}, "
+            f"revised_prompt={self.revised_prompt!r}, source_url={self.source_url!r})"
+        )
+
+
+@dataclass(frozen=True)
+class ImagesResult:
+    """The pictures of one call (or of one fanned-out batch) and the response metadata."""
+
+    model: str
+    images: tuple[GeneratedImage, ...]
+    usage: Mapping[str, object] | None = None
+    size: str | None = None
+    quality: str | None = None
+    background: str | None = None
+    elapsed: float = 0.0
+
+
+def sniff_format(data: bytes) -> str | None:
+    """Name the image format from its magic bytes: png, jpeg, webp, gif, or None."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    if data.startswith((b"GIF87a", b"GIF89a")):
+        return "gif"
+    return None
