@@ -7,7 +7,14 @@ from collections.abc import Mapping
 
 from bot.capabilities import ImageDescription, ModelCaps
 
-__all__ = ["RESERVED_FIELDS", "build_generation_body", "common_fields", "form", "merge_extra"]
+__all__ = [
+    "RESERVED_FIELDS",
+    "build_generation_body",
+    "common_fields",
+    "endpoint_url",
+    "form",
+    "merge_extra",
+]
 
 RESERVED_FIELDS = frozenset({"prompt", "model", "n"})
 
@@ -63,3 +70,8 @@ def _form_value(value: object) -> str:
 
 def form(fields: Mapping[str, object]) -> dict[str, str]:
     return {key: _form_value(value) for key, value in fields.items() if value is not None}
+
+
+def endpoint_url(base_url: str, endpoint: str) -> str:
+    """Return the URL of one images endpoint (`generations`, `edits`, `variations`)."""
+    return f"{base_url.rstrip('/')}/images/{endpoint}"

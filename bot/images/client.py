@@ -30,19 +30,14 @@ import httpx
 
 from bot import __version__
 from bot.capabilities import ImageDescription, ModelCaps
-from bot.images.bodies import build_generation_body, common_fields, form, merge_extra
+from bot.images.bodies import build_generation_body, common_fields, endpoint_url, form, merge_extra
 from bot.images.errors import (
-    REFUSAL_CODES,
-    ImagesAuthError,
     ImagesBadRequest,
     ImagesError,
-    ImagesQuotaExhausted,
     ImagesRateLimited,
-    ImagesRefused,
     ImagesTimeout,
     ImagesUnavailable,
-    error_fields,
-    parse_retry_after,
+    classify_response,
 )
 from bot.images.types import GeneratedImage, ImagesResult, sniff_format
 
@@ -277,7 +272,7 @@ class ImagesClient:
         return self._random() * ceiling
 
     async def _attempt(self, call: _Call, started: float) -> ImagesResult:
-        url = f"{self._base_url}/images/{call.endpoint}"
+        url = endpoint_url(self._base_url, call.endpoint)
         logger.debug("POST %s model=%s", url, call.model)
         try:
             response = await self._client.post(
@@ -292,7 +287,7 @@ class ImagesClient:
         except httpx.InvalidURL as exc:
             raise ImagesUnavailable("the images API base url is not valid") from exc
         if response.status_code != 200:
-            raise self._status_error(response)
+            raise self._status_error(response, method="POST", url=url)
         try:
             payload = response.json()
         except ValueError as exc:
@@ -317,31 +312,22 @@ class ImagesClient:
             return _Retry(ImagesUnavailable(f"connection to the {what} failed ({name})"))
         return ImagesUnavailable(f"request to the {what} failed ({name})")
 
-    def _status_error(self, response: httpx.Response) -> Exception:
-        status = response.status_code
-        message, code, error_type = error_fields(response.content)
-        detail = self._scrub(message) or None
-        text = f"images API answered HTTP {status}"
-        if code:
-            text += f" ({code})"
-        if detail:
-            text += f": {detail}"
-        if "insufficient_quota" in (code, error_type):
-            return ImagesQuotaExhausted(text, status=status, code=code, detail=detail)
-        if status == 429:
-            retry_after = parse_retry_after(response.headers, self._clock())
-            error = ImagesRateLimited(
-                text, status=status, code=code, detail=detail, retry_after=retry_after
-            )
+    def _status_error(self, response: httpx.Response, *, method: str, url: str) -> Exception:
+        error = classify_response(
+            response.status_code,
+            response.headers,
+            response.content,
+            now=self._clock(),
+            scrub=self._scrub,
+        )
+        error.method, error.url = method, url
+        if isinstance(error, ImagesRateLimited):
+            retry_after = error.retry_after
             delay = min(retry_after, self._max_retry_after) if retry_after is not None else None
             return _Retry(error, delay)
-        if status in (401, 403):
-            return ImagesAuthError(text, status=status, code=code, detail=detail)
-        if status == 400 and (code in REFUSAL_CODES or "safety system" in (message or "").lower()):
-            return ImagesRefused(text, status=status, code=code, detail=detail)
-        if status >= 500 or status == 408:
-            return _Retry(ImagesUnavailable(text, status=status, code=code, detail=detail))
-        return ImagesBadRequest(text, status=status, code=code, detail=detail)
+        if isinstance(error, ImagesUnavailable):
+            return _Retry(error)
+        return error
 
     # -- responses --------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ ImagesError                  kind
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import ClassVar
@@ -31,6 +31,7 @@ __all__ = [
     "ImagesRefused",
     "ImagesTimeout",
     "ImagesUnavailable",
+    "classify_response",
     "error_fields",
     "parse_retry_after",
 ]
@@ -48,11 +49,16 @@ class ImagesError(Exception):
         status: int | None = None,
         code: str | None = None,
         detail: str | None = None,
+        method: str | None = None,
+        url: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.detail = detail
+        # The request this answers: method and URL without credentials (for logs and the CLI).
+        self.method = method
+        self.url = url
 
 
 class ImagesRefused(ImagesError):
@@ -91,9 +97,11 @@ class ImagesRateLimited(ImagesError):
         status: int | None = None,
         code: str | None = None,
         detail: str | None = None,
+        method: str | None = None,
+        url: str | None = None,
         retry_after: float | None = None,
     ) -> None:
-        super().__init__(message, status=status, code=code, detail=detail)
+        super().__init__(message, status=status, code=code, detail=detail, method=method, url=url)
         self.retry_after = retry_after
 
 
@@ -152,3 +160,39 @@ def error_fields(body: bytes) -> tuple[str, str | None, str | None]:
     if isinstance(error, str):
         return error, None, None
     return body.decode("utf-8", "replace").strip(), None, None
+
+
+def classify_response(
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    now: datetime,
+    scrub: Callable[[str], str],
+) -> ImagesError:
+    """Return the error that a non-200 answer of the images API stands for.
+
+    Only the judgement of what went wrong lives here; whether to try again is the client's call.
+    `scrub` removes secrets from the service's message before it is kept in `detail`.
+    """
+    message, code, error_type = error_fields(body)
+    detail = scrub(message) or None
+    text = f"images API answered HTTP {status}"
+    if code:
+        text += f" ({code})"
+    if detail:
+        text += f": {detail}"
+    if "insufficient_quota" in (code, error_type):
+        return ImagesQuotaExhausted(text, status=status, code=code, detail=detail)
+    if status == 429:
+        retry_after = parse_retry_after(headers, now)
+        return ImagesRateLimited(
+            text, status=status, code=code, detail=detail, retry_after=retry_after
+        )
+    if status in (401, 403):
+        return ImagesAuthError(text, status=status, code=code, detail=detail)
+    if status == 400 and (code in REFUSAL_CODES or "safety system" in (message or "").lower()):
+        return ImagesRefused(text, status=status, code=code, detail=detail)
+    if status >= 500 or status == 408:
+        return ImagesUnavailable(text, status=status, code=code, detail=detail)
+    return ImagesBadRequest(text, status=status, code=code, detail=detail)
