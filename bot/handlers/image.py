@@ -20,7 +20,8 @@ from telegram.ext import ContextTypes
 
 from bot.capabilities import ImageDescription, ModelCaps, caps_for, check_defaults, resolve
 from bot.captions import build_caption
-from bot.handlers.access import admit, is_admin
+from bot.handlers import billing
+from bot.handlers.access import admit
 from bot.handlers.common import command_args, is_group, reply_plain
 from bot.handlers.delivery import prepare, send_pictures
 from bot.handlers.keyboards import result_keyboard
@@ -37,7 +38,6 @@ from bot.prompt import (
     merge_options,
     parse_image_args,
 )
-from bot.quota import QuotaExceeded
 from bot.store import StoreError
 
 logger = logging.getLogger(__name__)
@@ -214,17 +214,17 @@ async def run_generation(
         await reply_plain(reply_to, reply_for(services, lang, exc))
         return []
     async with ticket:
-        try:
-            reservation = await store.reserve(
-                user_id=user.id,
-                chat_id=chat.id if is_group(chat) else None,
-                n=description.n,
-                user_limit=settings.daily_image_limit,
-                chat_limit=settings.daily_chat_image_limit,
-                exempt=is_admin(settings, user.id),
-            )
-        except QuotaExceeded as exc:
-            await reply_plain(reply_to, reply_for(services, lang, exc))
+        # Quota, Stars credits and the daily budget, booked together and settled together.
+        hold = await billing.reserve(
+            services,
+            reply_to=reply_to,
+            user=user,
+            chat=chat,
+            lang=lang,
+            description=description,
+            kind=job.kind,
+        )
+        if hold is None:
             return []
         delivered: list[Message] = []
         images_delivered = 0
@@ -251,6 +251,7 @@ async def run_generation(
                 try:
                     async with asyncio.timeout(settings.image_timeout_seconds):
                         result = await _call_images(services, job)
+                        hold.charge(result)
                 except TimeoutError as exc:
                     raise ImagesTimeout(
                         f"no pictures within {settings.image_timeout_seconds:g} s"
@@ -272,7 +273,7 @@ async def run_generation(
             if exc.kind in ALERT_KINDS:
                 await alert_admins(services, reply_to, exc)
         finally:
-            await store.settle(reservation, delivered=images_delivered)
+            await billing.settle(services, hold, reply_to=reply_to, delivered=images_delivered)
             await store.record_request(
                 user_id=user.id,
                 chat_id=chat.id,
