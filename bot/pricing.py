@@ -291,11 +291,11 @@ def parse_model_prices(text: str) -> Mapping[str, ModelPrice]:
 
 
 def format_usd(nanos: Nanos) -> str:
-    """Return an amount as dollars, to the cent above $1 and to 4 significant places below."""
+    """Return an amount as dollars: to the cent from $1, exactly (up to 9 decimals) below."""
     amount = Decimal(nanos) / NANOS_PER_USD
     if amount == 0:
         return "$0"
     if abs(amount) >= 1:
         return f"${amount:,.2f}"
-    text = f"{amount:.6f}".rstrip("0").rstrip(".")
+    text = f"{amount:.9f}".rstrip("0").rstrip(".")
     return f"${text}"
