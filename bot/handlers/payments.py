@@ -2,7 +2,7 @@
 pages Telegram requires of bots selling digital goods (/paysupport, /terms).
 
 Flow: /buy shows one button per pack (``STAR_PACKS``); a press sends an invoice (currency XTR,
-empty provider token, one price, payload ``pack:<pictures>:<stars>``); the pre-checkout query is
+no provider token, one price, payload ``pack:<pictures>:<stars>``); the pre-checkout query is
 answered at once, accepting only a pack on sale now at today's price (Telegram cancels the payment
 after 10 s); the ``successful_payment`` message credits the pictures once per
 ``telegram_payment_charge_id`` (the store's primary key, so also across restarts). An admin's
@@ -116,7 +116,10 @@ async def buy_button(
             title=texts.get(lang, "invoice.title", pictures=pack.pictures),
             description=texts.get(lang, "invoice.description", pictures=pack.pictures),
             payload=pack.payload,
-            provider_token="",  # Telegram Stars: digital goods take no payment provider
+            # Telegram Stars take no payment provider: the token is left out (the Bot API's "empty
+            # token"). Not "": with Defaults, python-telegram-bot 22 turns an empty string
+            # argument into [] (ExtBot._insert_defaults treats it as an empty poll-option list).
+            provider_token=None,
             currency=CURRENCY,
             prices=[LabeledPrice(texts.get(lang, "invoice.label"), pack.stars)],
         )
