@@ -15,12 +15,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from telegram import Chat, Message, User
-from telegram.error import Forbidden, TelegramError
 
 from bot import pricing
 from bot.capabilities import ImageDescription
 from bot.handlers.access import is_admin
-from bot.handlers.common import is_group, reply_plain
+from bot.handlers.common import is_group, reply_plain, tell_admins
 from bot.handlers.replies import error_text, until
 from bot.handlers.services import Services
 from bot.images import ImagesResult
@@ -104,6 +103,9 @@ async def reserve(
             await reply_plain(reply_to, refusal_text(services, lang, exc))
             await _alert_budget(services, reply_to, levels=(100,), spent=exc.spent)
             return None
+        except BaseException:  # a store failure or a cancellation: give the pictures back
+            await store.settle(reservation, delivered=0)
+            raise
     return Hold(reservation=reservation, budget=budget, model=model, price=price)
 
 
@@ -170,14 +172,7 @@ async def _alert_budget(
         if not settings.admin_user_ids:
             logger.warning("%s (no ADMIN_USER_IDS to tell)", text)
             continue
-        bot = message.get_bot()
-        for admin in sorted(settings.admin_user_ids):
-            try:
-                await bot.send_message(chat_id=admin, text=text)
-            except Forbidden:
-                logger.warning("admin %s has not started the bot; budget alert skipped", admin)
-            except TelegramError as err:
-                logger.warning("could not send the budget alert to admin %s: %s", admin, err)
+        await tell_admins(message.get_bot(), settings.admin_user_ids, text)
 
 
 async def spend_report(services: Services, lang: str) -> str:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable
 
-from telegram import Chat, Message, User
-from telegram.error import TelegramError
+from telegram import Bot, Chat, Message, User
+from telegram.error import Forbidden, TelegramError
 
 from bot.handlers.services import Services
 
@@ -42,3 +43,14 @@ async def reply_plain(message: Message, text: str) -> Message | None:
     except TelegramError as exc:
         logger.warning("could not reply in chat %s: %s", message.chat_id, exc)
         return None
+
+
+async def tell_admins(bot: Bot, admins: Iterable[int], text: str) -> None:
+    """Send `text` to each admin privately; log (and skip) those who cannot be reached."""
+    for admin in sorted(admins):
+        try:
+            await bot.send_message(chat_id=admin, text=text)
+        except Forbidden:
+            logger.warning("admin %s has not started the bot; alert skipped", admin)
+        except TelegramError as err:
+            logger.warning("could not alert admin %s: %s", admin, err)

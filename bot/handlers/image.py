@@ -15,14 +15,14 @@ from datetime import timedelta
 from typing import Any
 
 from telegram import Chat, Message, MessageEntity, Update, User
-from telegram.error import Forbidden, TelegramError
+from telegram.error import TelegramError
 from telegram.ext import ContextTypes
 
 from bot.capabilities import ImageDescription, ModelCaps, caps_for, check_defaults, resolve
 from bot.captions import build_caption
 from bot.handlers import billing
 from bot.handlers.access import admit
-from bot.handlers.common import command_args, is_group, reply_plain
+from bot.handlers.common import command_args, is_group, reply_plain, tell_admins
 from bot.handlers.delivery import prepare, send_pictures
 from bot.handlers.keyboards import result_keyboard
 from bot.handlers.progress import Progress
@@ -385,11 +385,4 @@ async def alert_admins(services: Services, message: Message, exc: ImagesError) -
     if not await services.store.should_alert(kind=exc.kind, every=ADMIN_ALERT_EVERY):
         return
     text = services.texts.get(services.texts.default, f"admin.alert.{exc.kind}")
-    bot = message.get_bot()
-    for admin in admins:
-        try:
-            await bot.send_message(chat_id=admin, text=text)
-        except Forbidden:
-            logger.warning("admin %s has not started the bot; fault alert skipped", admin)
-        except TelegramError as err:
-            logger.warning("could not alert admin %s: %s", admin, err)
+    await tell_admins(message.get_bot(), admins, text)
