@@ -313,3 +313,19 @@ async def test_paysupport_terms_and_payments_off(make_bot) -> None:
         assert "Telegram support cannot help" in (support.text or "")
         terms = await answer(bot, bot.send("/terms", language_code="ru"))
         assert "Условия" in (terms.text or "")
+
+
+async def test_a_timed_out_call_releases_credits_and_budget_together(make_bot) -> None:
+    async with make_bot(IMAGE_TIMEOUT_SECONDS="0.5", DAILY_BUDGET_USD="1", **STARS) as bot:
+        store = bot.services.store
+        await buy(bot, 2)
+        bot.oai.queue_faults([Fault.hang(5)])
+        failed = await answer(bot, bot.send("/image cat x2"))
+        assert "too long" in (failed.text or ""), failed.text
+        for _ in range(200):
+            if (await store.stats()).requests_all_time >= 1:
+                break
+            await asyncio.sleep(0.02)
+        assert await store.credits(user_id=USER) == 2
+        spend = await store.spend()
+        assert spend.budget_held == 0 and spend.today.cost == 0
