@@ -329,3 +329,17 @@ async def test_a_timed_out_call_releases_credits_and_budget_together(make_bot) -
         assert await store.credits(user_id=USER) == 2
         spend = await store.spend()
         assert spend.budget_held == 0 and spend.today.cost == 0
+
+
+async def test_refund_refused_by_telegram_gives_the_credits_back(make_bot) -> None:
+    async with make_bot(**STARS) as bot:
+        charge = await buy(bot, 2)
+        bot.tg.fail_next(
+            "refundStarPayment", status=400, description="Bad Request: CHARGE_NOT_FOUND"
+        )
+        failed = await answer(bot, bot.send(f"/refund {charge}", user_id=ADMIN))
+        assert "Telegram refused the refund" in (failed.text or ""), failed.text
+        assert await bot.services.store.credits(user_id=USER) == 2
+        done = await answer(bot, bot.send(f"/refund {charge}", user_id=ADMIN))
+        assert "Refunded 10 ⭐" in (done.text or ""), done.text
+        assert await bot.services.store.credits(user_id=USER) == 0
