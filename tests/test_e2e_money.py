@@ -343,3 +343,16 @@ async def test_refund_refused_by_telegram_gives_the_credits_back(make_bot) -> No
         done = await answer(bot, bot.send(f"/refund {charge}", user_id=ADMIN))
         assert "Refunded 10 ⭐" in (done.text or ""), done.text
         assert await bot.services.store.credits(user_id=USER) == 0
+
+
+async def test_a_request_dearer_than_the_whole_budget_says_so(make_bot) -> None:
+    async with make_bot(
+        IMAGE_MODEL="gpt-image-1", DAILY_BUDGET_USD="0.013", ADMIN_USER_IDS=str(ADMIN)
+    ) as bot:
+        refused = await answer(bot, bot.send("/image cat high 1024x1536 x4"))
+        text = refused.text or ""
+        assert "more than the bot's whole daily budget of $0.013" in text, text
+        assert bot.oai.api_requests == []
+        assert (await answer(bot, bot.send("/image cat low 1024x1024"))).kind == "photo"
+        await bot.settle(0.3)
+        assert not [m for m in bot.tg.sent_messages(ADMIN) if "used up" in (m.text or "")]

@@ -101,7 +101,8 @@ async def reserve(
             await store.settle(reservation, delivered=0)
             logger.info("daily budget reached: %s", exc)
             await reply_plain(reply_to, refusal_text(services, lang, exc))
-            await _alert_budget(services, reply_to, levels=(100,), spent=exc.spent)
+            if exc.needed <= exc.budget:  # the day is used up, not just one huge request
+                await _alert_budget(services, reply_to, levels=(100,), spent=exc.spent)
             return None
         except BaseException:  # a store failure or a cancellation: give the pictures back
             await store.settle(reservation, delivered=0)
@@ -144,6 +145,13 @@ def refusal_text(services: Services, lang: str, exc: Exception) -> str:
             )
         return texts.get(
             lang, "credits.needed", credits=exc.credits, needed=exc.needed, stars=stars
+        )
+    if isinstance(exc, pricing.BudgetExhausted) and exc.needed > exc.budget:
+        return texts.get(
+            lang,
+            "budget.too_expensive",
+            cost=pricing.format_usd(exc.needed),
+            budget=pricing.format_usd(exc.budget),
         )
     if isinstance(exc, pricing.BudgetExhausted):
         return texts.get(
