@@ -30,6 +30,7 @@ _BOT_PATH = re.compile(r"(/bot)[0-9]+:[A-Za-z0-9_-]+")
 # `Authorization: Bearer x`, `"api-key": "x"`, `'X-Api-Key': 'x'`, `authorization=Basic x`.
 _HEADER = re.compile(
     r"""(?ix)
+    (?=[apxc])  # a cheap first-letter test before the alternation
     (\b(?:proxy-)?authorization|\b(?:x-)?(?:api|access|auth)[-_]?(?:key|token)|\bcookie)
     (["']?\s*[:=]\s*["']?)
     ((?:bearer|basic|token)\s+)?
@@ -44,16 +45,25 @@ _QUERY = re.compile(
 )
 # scheme://user:password@host
 _USERINFO = re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^/\s@]+(@)")
+_HEADER_MARKERS = ("authorization", "key", "token", "cookie")
 _OPENAI_KEY = re.compile(r"\bsk-[A-Za-z0-9_\-*]{4,}")
 _SECRET_HEADER_NAME = re.compile(rf"(?i){_SECRET_WORDS}|cookie")
 
 
 def _by_shape(text: str) -> str:
-    text = _BOT_PATH.sub(rf"\1{REDACTED}", text)
-    text = _HEADER.sub(lambda m: f"{m[1]}{m[2]}{m[3] or ''}{REDACTED}", text)
-    text = _QUERY.sub(rf"\1{REDACTED}", text)
-    text = _USERINFO.sub(rf"\1{REDACTED}\2", text)
-    return _OPENAI_KEY.sub(f"sk-{REDACTED}", text)
+    # Each pattern runs only when its cheap marker is present: most log lines have none.
+    lowered = text.lower()
+    if "/bot" in lowered:
+        text = _BOT_PATH.sub(rf"\1{REDACTED}", text)
+    if any(word in lowered for word in _HEADER_MARKERS):
+        text = _HEADER.sub(lambda m: f"{m[1]}{m[2]}{m[3] or ''}{REDACTED}", text)
+    if "=" in text:
+        text = _QUERY.sub(rf"\1{REDACTED}", text)
+    if "://" in text and "@" in text:
+        text = _USERINFO.sub(rf"\1{REDACTED}\2", text)
+    if "sk-" in text:
+        text = _OPENAI_KEY.sub(f"sk-{REDACTED}", text)
+    return text
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
