@@ -224,3 +224,19 @@ def test_readme_lists_every_setting() -> None:
     text = readme.read_text(encoding="utf-8")
     missing = [name for name in ENV_VARS if name not in text]
     assert not missing, f"README.md does not mention: {', '.join(missing)}"
+
+
+def test_readme_first_block_fills_in_env_before_compose_up_then_runs_the_tests() -> None:
+    block = re.search(r"```bash\n(.*?)```", read("README.md"), flags=re.DOTALL)
+    assert block
+    commands = [line.split("#", 1)[0].strip() for line in block.group(1).splitlines()]
+    assert commands == ["cp .env.example .env", "docker compose up -d --build", "bash .ci/run"]
+    assert "fill in .env" in block.group(1)
+
+
+def test_readme_documents_logs_venv_and_the_containers_uid() -> None:
+    text = read("README.md")
+    assert "docker compose logs -f bot" in text
+    assert "python3 -m venv .venv && .venv/bin/pip install ." in text
+    uid = re.findall(r"^USER\s+([0-9]+)", dockerfile_stages()[-1], flags=re.MULTILINE)[-1]
+    assert f"chown {uid}:{uid}" in text  # the bind-mount advice names the image's real uid
