@@ -1,8 +1,10 @@
 """Every images-service failure kind, end to end: one clear plain-text reply, then business goes on.
 
 Faults are scripted on the images emulator (tests/emulators/openai_images.py `Fault`); the images
-client retries at most 3 times in all, honours Retry-After (capped at 60 s) and does not retry
-`insufficient_quota`, refusals, bad requests, auth errors or timeouts.
+client makes at most 3 attempts in all, and another POST only when the service cannot have drawn
+the pictures (a 429, honouring Retry-After capped at 60 s; a quick 502/503/504; a connection that
+failed before the request was sent). A 500, a garbled 200 or a connection dropped after the
+request are final, like refusals, bad requests, auth errors, `insufficient_quota` and timeouts.
 """
 
 from __future__ import annotations
@@ -41,10 +43,11 @@ FAILURES = [
         id="content_policy_violation",
     ),
     pytest.param([Fault.http(400, message="Invalid size.")], "invalid", 1, id="bad_request"),
-    pytest.param([500, 500, 500], "unavailable", 3, id="3x500"),
-    pytest.param(["garbage"] * 3, "unavailable", 3, id="garbage"),
-    pytest.param(["bad_base64"] * 3, "unavailable", 3, id="bad_base64"),
-    pytest.param(["disconnect"] * 3, "unavailable", 3, id="disconnect"),
+    pytest.param([503, 503, 503], "unavailable", 3, id="3x503"),
+    pytest.param([500], "unavailable", 1, id="500"),
+    pytest.param(["garbage"], "unavailable", 1, id="garbage"),
+    pytest.param(["bad_base64"], "unavailable", 1, id="bad_base64"),
+    pytest.param(["disconnect"], "unavailable", 1, id="disconnect"),
     pytest.param(
         [Fault.http(429, retry_after=0.2)] * 3, "try again in 1 s", 3, id="3x429_retry_after"
     ),
@@ -71,10 +74,9 @@ async def test_failure_gets_a_clear_reply(make_bot, faults, expected: str, attem
 @pytest.mark.parametrize(
     "faults",
     [
-        pytest.param([500], id="500_then_ok"),
+        pytest.param([503], id="503_then_ok"),
         pytest.param([Fault.http(429, retry_after=0)], id="429_retry_after_0_then_ok"),
         pytest.param([Fault.http(429, retry_after=1)], id="429_retry_after_1_then_ok"),
-        pytest.param(["garbage"], id="garbage_then_ok"),
     ],
 )
 async def test_transient_failure_is_retried_and_the_photo_arrives(make_bot, faults) -> None:
@@ -106,8 +108,9 @@ async def test_retries_never_outlast_the_timeout(make_bot) -> None:
         bot.oai.queue_faults([Fault.http(429, retry_after=2)])
         msg = bot.send("/image stormy sea")
         text = await bot.reply_text(msg, timeout=5)
-        assert "took too long" in text
-        assert len(bot.oai.api_requests) == 1  # the 2 s Retry-After wait was cut at 1 s
+        # The 2 s wait would end past the 1 s deadline: the 429 itself is the answer, at once.
+        assert "try again in 2 s" in text
+        assert len(bot.oai.api_requests) == 1
         # Refunded (settled just after the reply is sent).
         for _ in range(100):
             usage = await bot.services.store.usage(user_id=USER, user_limit=5)
