@@ -218,11 +218,19 @@ def _read_item(item: object) -> _Item:
     return _Item(data=data, revised_prompt=revised)
 
 
-def _read_answer(body: bytes) -> _Answer:
-    """Parse a 200 answer and decode its pictures (runs in a worker thread)."""
+def _read_answer(holder: list[bytearray]) -> _Answer:
+    """Parse a 200 answer and decode its pictures (runs in a worker thread).
+
+    The body comes in a list that this empties, so that each copy of megabytes (body, text,
+    base64 strings, pictures) is freed as soon as the next one is made: at most two live at once.
+    """
+    body = holder.pop()
     try:
-        payload = json.loads(body)
-    except ValueError as exc:
+        text = body.decode("utf-8")
+        del body
+        payload = json.loads(text)
+        del text
+    except ValueError as exc:  # UnicodeDecodeError included
         raise ImagesUnavailable("images API answered something that is not JSON") from exc
     if not isinstance(payload, dict):
         raise ImagesUnavailable("images API answered JSON that is not an object")
@@ -504,7 +512,7 @@ class ImagesClient:
             if response.status_code != 200:
                 error_body = await self._read_body(response, limit=_ERROR_BODY_LIMIT, cut=True)
                 raise self._status_error(
-                    response.status_code, response.headers, error_body, url=url, quick=quick
+                    response.status_code, response.headers, bytes(error_body), url=url, quick=quick
                 )
             try:
                 raw = await self._read_body(
@@ -515,8 +523,9 @@ class ImagesClient:
         finally:
             await response.aclose()
         try:
-            answer = await asyncio.to_thread(_read_answer, raw)
-            del raw  # the pictures are decoded; the answer's text need not outlive this line
+            holder = [raw]
+            del raw  # the worker thread owns the body now and frees it once it is text
+            answer = await asyncio.to_thread(_read_answer, holder)
             images = await self._pictures(answer, deadline)
         except ImagesError as exc:
             exc.method, exc.url = "POST", url
@@ -579,27 +588,37 @@ class ImagesClient:
 
     async def _read_body(
         self, response: httpx.Response, *, limit: int, what: str = "", cut: bool = False
-    ) -> bytes:
-        """Read a body streaming, at most `limit` bytes: cut there, or refuse it as too large."""
+    ) -> bytearray:
+        """Read a body streaming, at most `limit` bytes: cut there, or refuse it as too large.
+
+        With a Content-Length the buffer is allocated once and filled in place (no joining copy).
+        """
         too_large = ImagesUnavailable(f"{what} is over {limit} bytes")
         length = response.headers.get("content-length", "")
-        if not cut and length.isdigit() and int(length) > limit:
+        expected = int(length) if length.isdigit() else None
+        if not cut and expected is not None and expected > limit:
             raise too_large
-        chunks: list[bytes] = []
+        buffer = bytearray(min(expected, limit) if expected is not None else 0)
         received = 0
         try:
             async for chunk in response.aiter_bytes():
-                received += len(chunk)
-                if received > limit:
-                    if not cut:
-                        raise too_large
-                    chunks.append(chunk[: len(chunk) - (received - limit)])
+                if received + len(chunk) > limit and not cut:
+                    raise too_large
+                part = chunk[: limit - received]
+                end = received + len(part)
+                if end <= len(buffer):
+                    buffer[received:end] = part
+                else:
+                    del buffer[received:]
+                    buffer += part
+                received = end
+                if cut and received >= limit:
                     break
-                chunks.append(chunk)
         except httpx.HTTPError:
             if not cut:
                 raise
-        return b"".join(chunks)
+        del buffer[received:]
+        return buffer
 
     # -- pictures ---------------------------------------------------------------------------
 
@@ -695,9 +714,10 @@ class ImagesClient:
                             status=response.status_code,
                         )
                     )
-                return await self._read_body(
+                picture = await self._read_body(
                     response, limit=self._max_response_bytes, what="the image at the answered url"
                 )
+                return bytes(picture)
             except httpx.HTTPError as exc:
                 failed = ImagesUnavailable(
                     f"downloading the answered image broke off ({type(exc).__name__})"
