@@ -27,6 +27,16 @@ async def _still_serves(bot, user_id: int = OTHER_USER) -> None:
     assert photo.text == "proof of life"
 
 
+async def _refunded(bot) -> None:
+    """Wait until the user's reservation is given back (settled just after the reply)."""
+    for _ in range(100):
+        usage = await bot.services.store.usage(user_id=USER, user_limit=5)
+        if usage.used_today == 0:
+            return
+        await bot.settle(0.02)
+    raise AssertionError(f"not refunded: {usage}")
+
+
 def _no_unexpected(bot) -> None:
     texts = [m.text or "" for m in bot.tg.sent_messages()]
     assert not any(UNEXPECTED in text for text in texts), texts
@@ -111,13 +121,7 @@ async def test_retries_never_outlast_the_timeout(make_bot) -> None:
         # The 2 s wait would end past the 1 s deadline: the 429 itself is the answer, at once.
         assert "try again in 2 s" in text
         assert len(bot.oai.api_requests) == 1
-        # Refunded (settled just after the reply is sent).
-        for _ in range(100):
-            usage = await bot.services.store.usage(user_id=USER, user_limit=5)
-            if usage.used_today == 0:
-                break
-            await bot.settle(0.02)
-        assert usage.used_today == 0
+        await _refunded(bot)
         await _still_serves(bot)
         _no_unexpected(bot)
 
@@ -203,4 +207,33 @@ async def test_one_failed_call_of_a_fanned_out_request_keeps_the_other(make_bot)
         (photo,) = await bot.replies(msg, kinds=("photo",))
         assert photo.text is not None and photo.text.startswith("two foxes")
         assert len(bot.oai.api_requests) == 2
+        _no_unexpected(bot)
+
+
+async def test_a_cdn_that_redirects_costs_one_generation(make_bot) -> None:
+    """A `url` answer behind 302s to another host: one POST, the picture, no key to the CDN."""
+    async with make_bot(**QUIET) as bot:
+        bot.oai.answer_with = "url"
+        bot.oai.redirect_hops = 2
+        bot.oai.redirect_to = "cdn"
+        msg = bot.send("/image stormy sea")
+        (photo,) = await bot.replies(msg, kinds=("photo",))
+        assert photo.text == "stormy sea"
+        assert len(bot.oai.api_requests) == 1
+        cdn = [d for d in bot.oai.downloads if d.server == "cdn"]
+        assert len(cdn) == 2
+        assert all("Authorization" not in d.headers for d in cdn)
+        _no_unexpected(bot)
+
+
+async def test_a_dead_url_is_unavailable_after_one_generation_and_refunded(make_bot) -> None:
+    async with make_bot(DAILY_IMAGE_LIMIT="5", **QUIET) as bot:
+        bot.oai.answer_with = "url"
+        bot.oai.queue_download_faults([404, 404, 404])
+        msg = bot.send("/image stormy sea")
+        assert "unavailable" in await bot.reply_text(msg)
+        assert len(bot.oai.api_requests) == 1  # the download was retried, never the POST
+        assert len(bot.oai.downloads) == 3
+        await _refunded(bot)
+        await _still_serves(bot)
         _no_unexpected(bot)
