@@ -837,7 +837,7 @@ async def test_deadline_cutting_a_retry_raises_the_error_before(
 ) -> None:
     emu.queue_faults([503, Fault.hang(10)])
     started = time.perf_counter()
-    async with make_client(emu, sleeps, timeout=1.0) as client:
+    async with make_client(emu, sleeps, timeout=0.6) as client:
         with pytest.raises(ImagesUnavailable) as caught:
             await generate(client, "gpt-image-2")
     assert time.perf_counter() - started < 4
@@ -850,7 +850,7 @@ async def test_deadline_covers_downloads(emu: OpenAIEmulator, sleeps: RecordingS
     emu.answer_with = "url"
     emu.queue_download_faults([500, "hang"])
     started = time.perf_counter()
-    async with make_client(emu, sleeps, timeout=1.0) as client:
+    async with make_client(emu, sleeps, timeout=0.6) as client:
         with pytest.raises(ImagesUnavailable) as caught:
             await generate(client, "gpt-image-1")
     assert time.perf_counter() - started < 4

@@ -60,14 +60,6 @@ def test_dalle2_gets_a_square_png(data: bytes, side: int) -> None:
     assert (info.format, info.width, info.height) == ("png", side, side)
 
 
-def test_dalle2_gets_a_png_within_4_mb() -> None:
-    data = encoded(1300, 1300, "PNG", noisy=True)
-    uploaded = upload_ready(data, square=True)
-    info = inspect_image(uploaded)
-    assert info.format == "png" and info.width == info.height
-    assert len(uploaded) <= MAX_EDIT_UPLOAD
-
-
 @pytest.mark.parametrize("square", [False, True])
 def test_not_a_picture(square: bool) -> None:
     with pytest.raises(ValueError):
