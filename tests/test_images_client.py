@@ -666,6 +666,17 @@ async def test_failed_download_retries_the_download_alone(
     assert sleeps.calls == [0.25, 0.5]
 
 
+async def test_error_page_served_as_200_is_a_failed_download(
+    client: ImagesClient, emu: OpenAIEmulator, sleeps: RecordingSleep
+) -> None:
+    emu.answer_with = "url"
+    emu.queue_download_faults(["html"])
+    result = await generate(client, "gpt-image-1")
+    assert result.images[0].data.startswith(b"\x89PNG")
+    assert len(emu.api_requests) == 1
+    assert len(emu.downloads) == 2
+
+
 async def test_dead_url_is_unavailable_after_one_post(
     client: ImagesClient, emu: OpenAIEmulator, sleeps: RecordingSleep
 ) -> None:

@@ -89,6 +89,7 @@ _ERROR_BODY_LIMIT = 1024 * 1024  # enough of an error answer to read its message
 _RETRYABLE_GATEWAY = frozenset({502, 503, 504})
 _KEY_PATTERN = re.compile(r"\bsk-[A-Za-z0-9_\-*]{4,}")
 _EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp", "gif": "gif"}
+_NOT_PICTURES = ("text/", "application/json", "application/xml")
 # Raised by httpx or the codecs while a request is built or sent, for reasons of our own making.
 _UNSENDABLE = (httpx.InvalidURL, httpx.StreamError, httpx.CookieConflict, UnicodeError, ValueError)
 
@@ -714,6 +715,10 @@ class ImagesClient:
                             status=response.status_code,
                         )
                     )
+                content_type = response.headers.get("content-type", "").lower()
+                if content_type.startswith(_NOT_PICTURES):
+                    # A CDN's error page served with 200: not the picture, maybe next time.
+                    raise _Retry(ImagesUnavailable("the answered url served a page, not a picture"))
                 picture = await self._read_body(
                     response, limit=self._max_response_bytes, what="the image at the answered url"
                 )

@@ -496,7 +496,8 @@ class OpenAIEmulator:
             self._state.faults.extend(_as_fault(item) for item in faults)
 
     def queue_download_faults(self, faults: Iterable[int | str]) -> None:
-        """Script the next file downloads: an HTTP status, "disconnect" or "hang"."""
+        """Script the next file downloads: an HTTP status, "disconnect", "hang" or "html" (a 200
+        error page, as CDNs serve)."""
         with self._lock:
             self._state.download_faults.extend(faults)
 
@@ -716,6 +717,9 @@ class OpenAIEmulator:
         if fault == "hang":
             await _sleep_while_connected(request, 30.0)
             return web.Response(status=500)
+        if fault == "html":
+            page = "<html><body>The link has expired. Please retry later.</body></html>"
+            return web.Response(text=page, content_type="text/html")
         if isinstance(fault, int):
             return web.Response(status=fault, text="scripted download failure")
         if stored is None:
