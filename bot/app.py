@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -176,12 +177,17 @@ async def _start_updates(
     if updater is None:
         raise RuntimeError("the application has no updater")
     if settings.webhook_url is not None:
+        secret = settings.webhook_secret_token.get()
+        if not secret:
+            # Without a secret anyone who learns the URL could post updates as any user.
+            secret = secrets.token_urlsafe(32)
+            logger.info("no WEBHOOK_SECRET_TOKEN set: registered a random one for this run")
         await updater.start_webhook(
             listen=settings.webhook_listen,
             port=settings.webhook_port,
             url_path=urlsplit(settings.webhook_url).path.lstrip("/"),
             webhook_url=settings.webhook_url,
-            secret_token=settings.webhook_secret_token.get() or None,
+            secret_token=secret,
             allowed_updates=Update.ALL_TYPES,
         )
     else:
