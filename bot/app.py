@@ -97,7 +97,9 @@ async def open_services(settings: Settings, *, clock: Clock = utc_now) -> Servic
             max_per_user=settings.max_inflight_per_user,
         ),
         clock=clock,
-        originals=Originals(settings.data_dir / "originals"),
+        originals=Originals(
+            settings.data_dir / "originals", max_bytes=settings.originals_max_bytes
+        ),
     )
 
 

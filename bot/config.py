@@ -174,6 +174,11 @@ class Settings:
         return self.telegram_upload_limit_mb * 1_000_000
 
     @property
+    def originals_max_bytes(self) -> int:
+        """Return the disk space the kept originals may use, in bytes."""
+        return self.originals_max_mb * 1_000_000
+
+    @property
     def use_webhook(self) -> bool:
         """Return whether the bot serves a webhook instead of long polling."""
         return self.webhook_url is not None
