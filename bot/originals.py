@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
 import secrets
 import shutil
@@ -73,7 +72,7 @@ class Originals:
                 (staging / f"{i:02d}-{Path(name).name}").write_bytes(data)
             if folder.exists():  # saved again (the same id): the new files replace the old
                 shutil.rmtree(folder)
-            os.replace(staging, folder)
+            staging.replace(folder)
         except OSError:
             shutil.rmtree(staging, ignore_errors=True)
             raise
