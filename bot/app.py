@@ -9,25 +9,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import secrets
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 from telegram import BotCommand, BotCommandScopeDefault, Update
-from telegram.error import InvalidToken, TelegramError
+from telegram.error import InvalidToken, RetryAfter, TelegramError
 from telegram.ext import (
-    AIORateLimiter,
     Application,
     ApplicationBuilder,
+    BaseRateLimiter,
     Defaults,
 )
 
 from bot.config import Settings
+from bot.flood import FloodGate
 from bot.handlers import register
 from bot.handlers.services import Services
 from bot.i18n import Texts
@@ -42,6 +44,9 @@ Clock = Callable[[], datetime]
 MENU = ("image", "edit", "settings", "usage", "history", "help")
 POLL_TIMEOUT = 30
 CONCURRENT_UPDATES = 4096
+MAX_RETRIES = 3
+# Methods that post or change messages: these count against Telegram's flood limits.
+PACED_PREFIXES = ("send", "edit", "copyMessage", "forwardMessage")
 
 
 def utc_now() -> datetime:
@@ -49,16 +54,24 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class FloodControl(AIORateLimiter):
-    """python-telegram-bot's rate limiter, retrying on 429; chat actions are never delayed.
+class FloodControl(BaseRateLimiter[None]):
+    """Flood control for python-telegram-bot, chat by chat (`bot.flood.FloodGate`).
 
-    Only the per-group limit is applied up front (Telegram allows about 20 messages a minute in a
-    group); the bot-wide limit is left to Telegram's own 429 answers, whose `retry_after` is
-    honoured, so that a busy bot is not slowed for nothing.
+    python-telegram-bot's own `AIORateLimiter` pauses every request of the bot after any
+    `RetryAfter`; here a 429 holds back only the chat it was about, messages are paced bot-wide and
+    per group, chat actions are never delayed (nor retried: the next one comes in 4 s), and other
+    calls (answering buttons, getFile, …) go straight through, retried after a 429 like messages.
     """
 
-    def __init__(self) -> None:
-        super().__init__(overall_max_rate=0, max_retries=3)
+    def __init__(self, gate: FloodGate | None = None, *, max_retries: int = MAX_RETRIES) -> None:
+        self._gate = gate or FloodGate()
+        self._max_retries = max_retries
+
+    async def initialize(self) -> None:
+        """Nothing to set up."""
+
+    async def shutdown(self) -> None:
+        """Nothing to release."""
 
     async def process_request(  # noqa: PLR0917 (signature fixed by python-telegram-bot)
         self,
@@ -67,14 +80,39 @@ class FloodControl(AIORateLimiter):
         kwargs: dict[str, Any],
         endpoint: str,
         data: dict[str, Any],
-        rate_limit_args: int | None,
+        rate_limit_args: None,
     ) -> bool | dict[str, Any] | list[dict[str, Any]]:
-        """Send chat actions straight away; everything else through the limiter."""
+        """Send the request when its chat may have it; wait out a 429 for that chat alone."""
         if endpoint == "sendChatAction":
             return await callback(*args, **kwargs)
-        return await super().process_request(
-            callback, args, kwargs, endpoint, data, rate_limit_args
-        )
+        chat = data.get("chat_id")
+        key = chat if isinstance(chat, int | str) else None
+        paced = endpoint.startswith(PACED_PREFIXES)
+        media = data.get("media")
+        weight = len(media) if endpoint == "sendMediaGroup" and isinstance(media, list) else 1
+        for attempt in itertools.count():
+            if paced:
+                await self._gate.before_send(key, group=_is_group(key), weight=weight)
+            elif key is not None:
+                await self._gate.wait_chat(key)
+            try:
+                return await callback(*args, **kwargs)
+            except RetryAfter as exc:
+                if attempt >= self._max_retries:
+                    raise
+                seconds = exc.retry_after
+                wait = seconds.total_seconds() if isinstance(seconds, timedelta) else seconds
+                logger.info("flood control: chat %s waits %.0f s (%s)", key, wait, endpoint)
+                if key is None:
+                    await asyncio.sleep(wait)
+                else:
+                    self._gate.penalize(key, wait)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _is_group(chat: int | str | None) -> bool:
+    """Return whether a chat id names a group, supergroup or channel (negative, or @name)."""
+    return (isinstance(chat, int) and chat < 0) or (isinstance(chat, str) and not chat.isdigit())
 
 
 async def open_services(settings: Settings, *, clock: Clock = utc_now) -> Services:

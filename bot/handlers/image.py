@@ -434,7 +434,9 @@ async def report_undelivered(
 
 def _megabytes(size: int) -> str:
     """Return a byte count as megabytes for a message (decimal MB, as Telegram counts)."""
-    return f"{size / 1_000_000:.0f}" if size >= 10_000_000 else f"{size / 1_000_000:.1f}"
+    if size % 1_000_000 == 0 or size >= 10_000_000:
+        return f"{size / 1_000_000:.0f}"
+    return f"{size / 1_000_000:.1f}"
 
 
 async def alert_admins(services: Services, message: Message, exc: ImagesError) -> None:
