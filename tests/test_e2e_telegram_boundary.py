@@ -338,3 +338,19 @@ async def test_a_press_from_while_the_bot_was_offline_is_not_run(make_bot) -> No
         bot.tg.press_button(chat_id=USER, user_id=USER, message=photo, data=_button(photo, "🔁"))
         await bot.replies(photo.message, kinds=("photo",))
         assert len(bot.oai.api_requests) == 2
+
+
+@pytest.mark.parametrize("status", [500, 502])
+async def test_an_upload_telegram_answered_with_an_error_is_refunded(
+    make_bot, caplog, status
+) -> None:
+    async with make_bot(DAILY_IMAGE_LIMIT="3") as bot:
+        bot.tg.fail_next("sendPhoto", status=status, description="Internal Server Error")
+        with caplog.at_level(logging.INFO):
+            msg = bot.send("/image unlucky")
+            text = await bot.reply_text(msg)
+            await recorded(bot, 1)
+        assert "not counted" in text
+        assert await used_today(bot) == 0
+        assert (await bot.services.store.stats()).failures_today == {"undelivered": 1}
+        assert UNEXPECTED not in caplog.text

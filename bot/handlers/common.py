@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 
-from telegram import CallbackQuery, Chat, Message, User
+from telegram import CallbackQuery, Chat, InlineKeyboardMarkup, Message, User
 from telegram.error import TelegramError
 
 from bot.handlers.services import Services
@@ -35,10 +35,14 @@ async def language_of(services: Services, user: User | None) -> str:
     return services.texts.pick(user.language_code)
 
 
-async def reply_plain(message: Message, text: str) -> Message | None:
+async def reply_plain(
+    message: Message, text: str, *, reply_markup: InlineKeyboardMarkup | None = None
+) -> Message | None:
     """Reply to `message` with plain text (never parsed as markup); log and swallow failures."""
     try:
-        return await message.reply_text(text, do_quote=True, parse_mode=None)
+        return await message.reply_text(
+            text, do_quote=True, parse_mode=None, reply_markup=reply_markup
+        )
     except TelegramError as exc:
         logger.warning("could not reply in chat %s: %s", message.chat_id, exc)
         return None

@@ -11,8 +11,9 @@ only once it has stored the file, which takes far longer than python-telegram-bo
 
 The exception family of this boundary, `DeliveryError` (Telegram's own errors translated):
 
-    DeliveryError            kind "undelivered": not sent (connection failed before the upload
-    │                        went out, or flood control never let it through)
+    DeliveryError            kind "undelivered": not sent (Telegram answered with an error, the
+    │                        connection failed before the upload went out, or flood control
+    │                        never let it through)
     ├── TooLargeToUpload     kind "too_large": over the upload limit, not tried
     ├── ChatUnavailable      kind "blocked": Forbidden (the user blocked the bot, or it was removed
     │                        from the group)
@@ -36,7 +37,7 @@ from telegram import (
     Message,
 )
 from telegram.constants import ParseMode
-from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
+from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
 
 from bot.media import ImageInfo, file_extension, inspect_image, photo_refusal_reason
 
@@ -46,10 +47,9 @@ logger = logging.getLogger(__name__)
 UPLOAD_BASE_SECONDS = 20.0
 UPLOAD_SLOW_BYTES_PER_SECOND = 256 * 1024
 # python-telegram-bot's NetworkError keeps the transport's error as its cause; these name failures
-# that happen before the whole request was sent, so Telegram cannot have posted anything.
-_BEFORE_SEND = frozenset(
-    {"ConnectError", "ConnectTimeout", "PoolTimeout", "WriteError", "WriteTimeout"}
-)
+# after the whole request was sent, while waiting for the answer: Telegram may have posted it.
+# (Failures before that, and error answers such as 502, mean nothing was posted.)
+_AFTER_SEND = frozenset({"ReadTimeout", "ReadError", "RemoteProtocolError"})
 
 
 class DeliveryError(Exception):
@@ -110,9 +110,11 @@ def delivery_errors() -> Iterator[None]:
     except RetryAfter as exc:
         raise DeliveryError(f"still flood-limited: {exc.message}") from exc
     except NetworkError as exc:  # TimedOut included
-        if type(exc.__cause__).__name__ in _BEFORE_SEND:
-            raise DeliveryError(exc.message) from exc
-        raise MaybeDelivered(exc.message) from exc
+        if type(exc.__cause__).__name__ in _AFTER_SEND:
+            raise MaybeDelivered(exc.message) from exc
+        raise DeliveryError(exc.message) from exc
+    except TelegramError as exc:  # e.g. ChatMigrated: the group became a supergroup
+        raise DeliveryError(exc.message) from exc
 
 
 async def prepare(images: Sequence[bytes]) -> list[Picture]:

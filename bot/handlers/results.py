@@ -213,9 +213,7 @@ async def history_command(
         lines.append(f"{i}. {prompt}{extra} — {_when(record.created_at)}")
         buttons.append(InlineKeyboardButton(f"🔁 {i}", callback_data=callback(RERUN, record.id)))
     rows = [buttons[i : i + 5] for i in range(0, len(buttons), 5)]
-    await message.reply_text(
-        "\n".join(lines), reply_markup=InlineKeyboardMarkup(rows), do_quote=True
-    )
+    await reply_plain(message, "\n".join(lines), reply_markup=InlineKeyboardMarkup(rows))
 
 
 def _source_file(message: Message) -> tuple[str, int | None] | None:
