@@ -354,3 +354,30 @@ async def test_an_upload_telegram_answered_with_an_error_is_refunded(
         assert await used_today(bot) == 0
         assert (await bot.services.store.stats()).failures_today == {"undelivered": 1}
         assert UNEXPECTED not in caplog.text
+
+
+# -- expected Telegram errors never reach the generic error handler ------------------------------
+
+
+async def test_an_old_press_on_the_settings_keyboard_ends_quietly(make_bot, caplog) -> None:
+    async with make_bot() as bot:
+        msg = bot.send("/settings")
+        (menu,) = await bot.replies(msg, kinds=("text",))
+        data = menu["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+        with caplog.at_level(logging.INFO):
+            bot.tg.press_button(chat_id=USER, user_id=USER, message=menu, data=data, age=60)
+            await bot.tg.wait_for_async("answerCallbackQuery", timeout=5)
+            await bot.settle(0.3)
+        assert "too old" in caplog.text
+        assert UNEXPECTED not in caplog.text
+        assert texts_to(bot, menu.message) == []
+
+
+async def test_a_command_from_a_user_who_blocked_the_bot_ends_quietly(make_bot, caplog) -> None:
+    async with make_bot() as bot:
+        bot.tg.blocked_users.add(USER)
+        with caplog.at_level(logging.INFO):
+            bot.send("/settings")
+            await bot.tg.wait_for_async("sendMessage", timeout=5)
+            await bot.settle(0.3)
+        assert UNEXPECTED not in caplog.text
