@@ -971,8 +971,9 @@ class TelegramEmulator:
             return self._finish(call, {"ok": True, "result": result}, 200)
         call.answer_lost = True
         response = self._finish(call, {"ok": True, "result": result}, 200)
-        if lost.delay:
-            await asyncio.sleep(lost.delay)
+        answer_at = time.monotonic() + lost.delay
+        while not self._closing and (left := answer_at - time.monotonic()) > 0:
+            await asyncio.sleep(min(left, 0.05))  # cut short when the emulator stops
         if lost.drop and request.transport is not None:
             request.transport.close()
         return response
