@@ -14,7 +14,7 @@ import logging
 import secrets
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -47,6 +47,8 @@ CONCURRENT_UPDATES = 4096
 MAX_RETRIES = 3
 # Methods that post or change messages: these count against Telegram's flood limits.
 PACED_PREFIXES = ("send", "edit", "copyMessage", "forwardMessage")
+# python-telegram-bot's loggers that may show a call's parameters (setWebhook's secret_token).
+TELEGRAM_LOGGERS = ("telegram.Bot", "telegram.ext.ExtBot", "telegram.ext.Updater")
 
 
 def utc_now() -> datetime:
@@ -185,53 +187,85 @@ async def running(
     services = await open_services(settings, clock=clock)
     try:
         app = build_application(services)
-        async with app:
-            try:
-                await set_commands(app, services.texts)
-            except TelegramError as exc:
-                logger.warning("could not register the command menu: %s", exc)
-            await app.start()
-            try:
-                await _start_updates(app, settings)
-                logger.info(
-                    "bot @%s is running (%s, model %s)",
-                    app.bot.username,
-                    "webhook" if settings.webhook_url else "long polling",
-                    settings.image_model,
-                )
-                yield app, services
-            finally:
-                if app.updater is not None and app.updater.running:
-                    await app.updater.stop()
-                if app.running:
-                    await app.stop()
+        with _webhook_secret(settings) as webhook_secret:
+            async with app:
+                try:
+                    await set_commands(app, services.texts)
+                except TelegramError as exc:
+                    logger.warning("could not register the command menu: %s", exc)
+                await app.start()
+                try:
+                    await _start_updates(app, settings, webhook_secret=webhook_secret)
+                    logger.info(
+                        "bot @%s is running (%s, model %s)",
+                        app.bot.username,
+                        "webhook" if settings.webhook_url else "long polling",
+                        settings.image_model,
+                    )
+                    yield app, services
+                finally:
+                    if app.updater is not None and app.updater.running:
+                        await app.updater.stop()
+                    if app.running:
+                        await app.stop()
     finally:
         await close_services(services)
 
 
 async def _start_updates(
-    app: Application[Any, Any, Any, Any, Any, Any], settings: Settings
+    app: Application[Any, Any, Any, Any, Any, Any], settings: Settings, *, webhook_secret: str
 ) -> None:
     """Start receiving updates: the webhook when `WEBHOOK_URL` is set, else long polling."""
     updater = app.updater
     if updater is None:
         raise RuntimeError("the application has no updater")
     if settings.webhook_url is not None:
-        secret = settings.webhook_secret_token.get()
-        if not secret:
-            # Without a secret anyone who learns the URL could post updates as any user.
-            secret = secrets.token_urlsafe(32)
-            logger.info("no WEBHOOK_SECRET_TOKEN set: registered a random one for this run")
         await updater.start_webhook(
             listen=settings.webhook_listen,
             port=settings.webhook_port,
             url_path=urlsplit(settings.webhook_url).path.lstrip("/"),
             webhook_url=settings.webhook_url,
-            secret_token=secret,
+            secret_token=webhook_secret,
             allowed_updates=Update.ALL_TYPES,
         )
     else:
         await updater.start_polling(timeout=POLL_TIMEOUT, allowed_updates=Update.ALL_TYPES)
+
+
+class _HideSecret(logging.Filter):
+    """Replace one secret in every record of a logger (python-telegram-bot logs call bodies)."""
+
+    def __init__(self, secret: str) -> None:
+        super().__init__()
+        self._secret = secret
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if self._secret in text:
+            record.msg, record.args = text.replace(self._secret, "**********"), None
+        return True
+
+
+@contextlib.contextmanager
+def _webhook_secret(settings: Settings) -> Iterator[str]:
+    """Yield the webhook secret: the configured one, else a random one kept out of the logs."""
+    secret = settings.webhook_secret_token.get()
+    if secret or settings.webhook_url is None:
+        yield secret
+        return
+    # Without a secret anyone who learns the URL could post updates as any user. The formatter
+    # set up in __main__ only knows the configured secrets, so this one is hidden here.
+    secret = secrets.token_urlsafe(32)
+    logger.info("no WEBHOOK_SECRET_TOKEN set: registered a random one for this run")
+    hide = _HideSecret(secret)
+    loggers = [logging.getLogger(name) for name in TELEGRAM_LOGGERS]
+    for item in loggers:
+        item.addFilter(hide)
+    try:
+        yield secret
+    finally:
+        for item in loggers:
+            item.removeFilter(hide)
 
 
 async def _serve(settings: Settings) -> None:

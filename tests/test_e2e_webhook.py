@@ -114,3 +114,19 @@ async def test_webhook_without_a_configured_secret_makes_one_up(make_bot) -> Non
                     assert response.status == 403
         await bot.settle(0.3)
         assert len(bot.oai.api_requests) == 1
+
+
+async def test_the_made_up_secret_is_never_logged(make_bot, caplog) -> None:
+    import logging
+
+    port = _free_port()
+    with caplog.at_level(logging.DEBUG):
+        async with make_bot(
+            WEBHOOK_URL="https://bot.example.org/hook",
+            WEBHOOK_LISTEN="127.0.0.1",
+            WEBHOOK_PORT=str(port),
+        ) as bot:
+            secret = str(bot.tg.webhook.get("secret_token") or "")
+            assert secret
+    assert "setWebhook" in caplog.text  # the call itself is logged at DEBUG...
+    assert secret not in caplog.text  # ...its secret never
