@@ -30,6 +30,7 @@ ENV_VARS: tuple[str, ...] = (
     "DEFAULT_IMAGE_SIZE",
     "DEFAULT_IMAGE_QUALITY",
     "IMAGE_TIMEOUT_SECONDS",
+    "IMAGE_MAX_RESPONSE_MB",
     "MAX_CONCURRENT_GENERATIONS",
     "MAX_INFLIGHT_PER_USER",
     "STATUS_MESSAGE_DELAY_SECONDS",
@@ -137,6 +138,7 @@ class Settings:
     default_image_size: str | None = None
     default_image_quality: str | None = None
     image_timeout_seconds: float = 180.0
+    image_max_response_mb: int = 64
     max_concurrent_generations: int = 16
     max_inflight_per_user: int = 2
     status_message_delay_seconds: float = 8.0
@@ -190,6 +192,11 @@ class Settings:
     def originals_max_bytes(self) -> int:
         """Return the disk space the kept originals may use, in bytes."""
         return self.originals_max_mb * 1_000_000
+
+    @property
+    def image_max_response_bytes(self) -> int:
+        """Return the cap on one images answer body (and one `url` download), in bytes."""
+        return self.image_max_response_mb * 1024 * 1024
 
     @property
     def use_webhook(self) -> bool:
@@ -402,6 +409,14 @@ def _read_headers(reader: _Reader) -> dict[str, str]:
                 name, f'a JSON object of string values, but "{key}" is not a one-line string'
             )
             return {}
+        if not all(ch == "\t" or " " <= ch <= "~" for ch in item):
+            # HTTP sends header values as ASCII; anything else cannot be sent at all.
+            reader.bad(
+                name,
+                f'header values of printable ASCII, but "{key}" has other characters '
+                "(value not shown)",
+            )
+            return {}
     return {str(key): str(item) for key, item in loaded.items()}
 
 
@@ -514,6 +529,12 @@ def load_settings(env: Mapping[str, str], *, require_telegram: bool = True) -> S
         _parse_seconds(allow_zero=False),
         "a number of seconds > 0",
     )
+    max_response_mb = r.parsed(
+        "IMAGE_MAX_RESPONSE_MB",
+        64,
+        _parse_int(1, 4096),
+        "a whole number of megabytes from 1 to 4096",
+    )
     max_concurrent = r.parsed("MAX_CONCURRENT_GENERATIONS", 16, _parse_int(1), "a whole number ≥ 1")
     max_inflight = r.parsed("MAX_INFLIGHT_PER_USER", 2, _parse_int(1), "a whole number ≥ 1")
     status_delay = r.parsed(
@@ -572,6 +593,7 @@ def load_settings(env: Mapping[str, str], *, require_telegram: bool = True) -> S
         default_image_size=default_size,
         default_image_quality=default_quality,
         image_timeout_seconds=timeout,
+        image_max_response_mb=max_response_mb,
         max_concurrent_generations=max_concurrent,
         max_inflight_per_user=max_inflight,
         status_message_delay_seconds=status_delay,

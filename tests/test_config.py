@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,8 @@ def test_defaults() -> None:
     assert s.default_image_size is None
     assert s.default_image_quality is None
     assert s.image_timeout_seconds == 180.0
+    assert s.image_max_response_mb == 64
+    assert s.image_max_response_bytes == 64 * 1024 * 1024
     assert s.max_concurrent_generations == 16
     assert s.max_inflight_per_user == 2
     assert s.status_message_delay_seconds == 8.0
@@ -80,7 +83,12 @@ def test_every_contract_variable_is_read() -> None:
     source = Path("bot/config.py").read_text(encoding="utf-8")
     for name in ENV_VARS:
         assert source.count(f'"{name}"') >= 2, name  # listed in ENV_VARS and parsed
-    assert len(ENV_VARS) == len(set(ENV_VARS)) == 29
+    assert len(ENV_VARS) == len(set(ENV_VARS))
+    example = Path(".env.example").read_text(encoding="utf-8")
+    readme = Path("README.md").read_text(encoding="utf-8")
+    for name in ENV_VARS:
+        assert f"{name}=" in example, f"{name} is not in .env.example"
+        assert f"`{name}`" in readme, f"{name} is not in the README"
 
 
 def test_every_field_is_set_from_the_environment() -> None:
@@ -96,6 +104,7 @@ def test_every_field_is_set_from_the_environment() -> None:
         "DEFAULT_IMAGE_SIZE": "1792×1024",
         "DEFAULT_IMAGE_QUALITY": "HD",
         "IMAGE_TIMEOUT_SECONDS": "60.5",
+        "IMAGE_MAX_RESPONSE_MB": "128",
         "MAX_CONCURRENT_GENERATIONS": "4",
         "MAX_INFLIGHT_PER_USER": "1",
         "STATUS_MESSAGE_DELAY_SECONDS": "0",
@@ -129,6 +138,7 @@ def test_every_field_is_set_from_the_environment() -> None:
     assert s.default_image_size == "1792x1024"
     assert s.default_image_quality == "hd"
     assert s.image_timeout_seconds == 60.5
+    assert s.image_max_response_bytes == 128 * 1024 * 1024
     assert s.max_concurrent_generations == 4
     assert s.max_inflight_per_user == 1
     assert s.status_message_delay_seconds == 0.0
@@ -261,6 +271,26 @@ def test_header_values_are_not_echoed() -> None:
     message = single_problem("OPENAI_EXTRA_HEADERS", '{"api-key": ["hidden-value"]}')
     assert "hidden-value" not in message
     assert "api-key" in message
+
+
+@pytest.mark.parametrize("value", ["sécret-clé", "ключ", "tab\tok\u0001", "emoji 🔑"])
+def test_header_values_must_be_printable_ascii(value: str) -> None:
+    # HTTP cannot send them (a UnicodeEncodeError escaped the images client before).
+    headers = json.dumps({"X-Api-Key": value})
+    message = single_problem("OPENAI_EXTRA_HEADERS", headers)
+    assert "printable ASCII" in message
+    assert "X-Api-Key" in message
+    assert value not in message and headers not in message
+
+
+def test_header_value_with_a_tab_is_fine() -> None:
+    settings = load(OPENAI_EXTRA_HEADERS='{"X-Title": "my\\tbot ~ v1"}')
+    assert dict(settings.openai_extra_headers) == {"X-Title": "my\tbot ~ v1"}
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "1.5", "lots", "4097"])
+def test_bad_max_response(value: str) -> None:
+    assert "megabytes" in single_problem("IMAGE_MAX_RESPONSE_MB", value)
 
 
 @pytest.mark.parametrize("name", ["ALLOWED_USER_IDS", "ALLOWED_CHAT_IDS", "ADMIN_USER_IDS"])

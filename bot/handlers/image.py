@@ -35,7 +35,7 @@ from bot.handlers.progress import Progress
 from bot.handlers.replies import error_text
 from bot.handlers.services import Services
 from bot.handlers.sources import fetch_source
-from bot.images import ImagesError, ImagesResult, ImagesTimeout
+from bot.images import ImagesError, ImagesResult
 from bot.limiter import Ticket, UserBusy
 from bot.prompt import (
     EmptyPrompt,
@@ -254,14 +254,8 @@ async def run_generation(
             async with progress:
                 if not ticket.try_acquire():
                     await ticket.wait()
-                # One deadline for the whole call, retries and waits for Retry-After included.
-                try:
-                    async with asyncio.timeout(settings.image_timeout_seconds):
-                        result = await _call_images(services, job, ticket)
-                except TimeoutError as exc:
-                    raise ImagesTimeout(
-                        f"no pictures within {settings.image_timeout_seconds:g} s"
-                    ) from exc
+                # The images client holds the one deadline (IMAGE_TIMEOUT_SECONDS) of the call.
+                result = await _call_images(services, job, ticket)
                 delivered, images_delivered = await _deliver(
                     services,
                     reply_to=reply_to,
