@@ -48,6 +48,9 @@ ENV_VARS: tuple[str, ...] = (
     "WEBHOOK_LISTEN",
     "WEBHOOK_PORT",
     "WEBHOOK_SECRET_TOKEN",
+    "TELEGRAM_UPLOAD_LIMIT_MB",
+    "ORIGINALS_MAX_MB",
+    "STALE_COMMAND_SECONDS",
     "DAILY_BUDGET_USD",
     "MODEL_PRICES",
     "STARS_PER_IMAGE",
@@ -159,6 +162,9 @@ class Settings:
     webhook_listen: str = "0.0.0.0"
     webhook_port: int = 8443
     webhook_secret_token: Secret = field(default_factory=Secret)
+    telegram_upload_limit_mb: int = 50
+    originals_max_mb: int = 1024
+    stale_command_seconds: float = 600.0
     daily_budget: pricing.Nanos = 0  # DAILY_BUDGET_USD in nano-dollars; 0 = no budget
     model_prices: Mapping[str, pricing.ModelPrice] = field(
         default_factory=lambda: _frozen_mapping(None), hash=False
@@ -197,6 +203,16 @@ class Settings:
     def stars_enabled(self) -> bool:
         """Return whether pictures beyond the free allowance can be bought with Telegram Stars."""
         return self.stars_per_image > 0
+
+    @property
+    def telegram_upload_limit_bytes(self) -> int:
+        """Return the largest file the Bot API server accepts, in bytes (MB as Telegram counts)."""
+        return self.telegram_upload_limit_mb * 1_000_000
+
+    @property
+    def originals_max_bytes(self) -> int:
+        """Return the disk space the kept originals may use, in bytes."""
+        return self.originals_max_mb * 1_000_000
 
     @property
     def image_max_response_bytes(self) -> int:
@@ -618,6 +634,21 @@ def load_settings(env: Mapping[str, str], *, require_telegram: bool = True) -> S
         "WEBHOOK_PORT", 8443, _parse_int(1, 65535), "a port number from 1 to 65535"
     )
     webhook_secret = _read_webhook_secret(r)
+    upload_limit = r.parsed(
+        "TELEGRAM_UPLOAD_LIMIT_MB",
+        50,
+        _parse_int(1, 2000),
+        "a whole number of megabytes from 1 to 2000 (50 for api.telegram.org)",
+    )
+    originals_max = r.parsed(
+        "ORIGINALS_MAX_MB", 1024, _parse_int(1), "a whole number of megabytes ≥ 1"
+    )
+    stale_seconds = r.parsed(
+        "STALE_COMMAND_SECONDS",
+        600.0,
+        _parse_seconds(allow_zero=True),
+        "a number of seconds ≥ 0 (0 runs every command, however old)",
+    )
     daily_budget = _read_budget(r)
     model_prices = _read_model_prices(r)
     stars_per_image = r.parsed(
@@ -657,6 +688,9 @@ def load_settings(env: Mapping[str, str], *, require_telegram: bool = True) -> S
         webhook_listen=webhook_listen,
         webhook_port=webhook_port,
         webhook_secret_token=webhook_secret,
+        telegram_upload_limit_mb=upload_limit,
+        originals_max_mb=originals_max,
+        stale_command_seconds=stale_seconds,
         daily_budget=daily_budget,
         model_prices=model_prices,
         stars_per_image=stars_per_image,
