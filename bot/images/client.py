@@ -52,7 +52,6 @@ import binascii
 import json
 import logging
 import random as _random
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -74,6 +73,7 @@ from bot.images.errors import (
     classify_response,
 )
 from bot.images.types import GeneratedImage, ImagesResult, sniff_format
+from bot.redaction import redact, secret_header_values
 
 __all__ = ["QUICK_FAILURE_SECONDS", "ImagesClient"]
 
@@ -87,7 +87,6 @@ _DOWNLOAD_ATTEMPTS = 3
 _MAX_REDIRECTS = 5
 _ERROR_BODY_LIMIT = 1024 * 1024  # enough of an error answer to read its message
 _RETRYABLE_GATEWAY = frozenset({502, 503, 504})
-_KEY_PATTERN = re.compile(r"\bsk-[A-Za-z0-9_\-*]{4,}")
 _EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp", "gif": "gif"}
 _NOT_PICTURES = ("text/", "application/json", "application/xml")
 # Raised by httpx or the codecs while a request is built or sent, for reasons of our own making.
@@ -498,7 +497,10 @@ class ImagesClient:
         return error
 
     async def _attempt(self, call: _Call, started: float, deadline: _Deadline) -> ImagesResult:
-        url = endpoint_url(self._base_url, call.endpoint)
+        try:
+            url = endpoint_url(self._base_url, call.endpoint)
+        except ValueError as exc:  # urlsplit on a malformed base, e.g. "http://[::1"
+            raise ImagesUnavailable("the images API base url is not valid") from exc
         logger.debug("POST %s model=%s", url, call.model)
         request, body = self._build(call, url)
         sent_at = self._monotonic()
@@ -543,10 +545,8 @@ class ImagesClient:
         )
 
     def _scrub(self, text: str) -> str:
-        if self._api_key:
-            text = text.replace(self._api_key, "***")
-        text = _KEY_PATTERN.sub("sk-***", text)
-        text = " ".join(text.split())
+        secrets = (self._api_key, *secret_header_values(self._api_headers))
+        text = " ".join(redact(text, secrets).split())
         return text if len(text) <= _DETAIL_LIMIT else text[: _DETAIL_LIMIT - 1] + "…"
 
     def _send_error(self, exc: httpx.HTTPError, *, url: str, body_sent: bool) -> Exception:

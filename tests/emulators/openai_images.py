@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import functools
 import io
 import itertools
@@ -237,6 +238,7 @@ class RecordedRequest:
     files: Mapping[str, tuple[RecordedFile, ...]] | None = None
     at: float = 0.0
     server: str = "api"  # "api", or "cdn" for the second origin that redirects may lead to
+    query: Mapping[str, str] = field(default_factory=dict)  # the URL's query parameters
 
     @property
     def endpoint(self) -> str | None:
@@ -572,6 +574,7 @@ class OpenAIEmulator:
                 request.transport.abort()
             return web.Response(status=500)
         recorded, body, problems = await self._read(request, endpoint)
+        recorded = dataclasses.replace(recorded, query=dict(request.query))
         with self._changed:
             self._state.requests.append(recorded)
             self._state.in_flight += 1
