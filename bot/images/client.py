@@ -497,10 +497,7 @@ class ImagesClient:
         return error
 
     async def _attempt(self, call: _Call, started: float, deadline: _Deadline) -> ImagesResult:
-        try:
-            url = endpoint_url(self._base_url, call.endpoint)
-        except ValueError as exc:  # urlsplit on a malformed base, e.g. "http://[::1"
-            raise ImagesUnavailable("the images API base url is not valid") from exc
+        url = endpoint_url(self._base_url, call.endpoint)
         logger.debug("POST %s model=%s", url, call.model)
         request, body = self._build(call, url)
         sent_at = self._monotonic()

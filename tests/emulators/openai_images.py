@@ -237,8 +237,8 @@ class RecordedRequest:
     form: Mapping[str, str] | None = None
     files: Mapping[str, tuple[RecordedFile, ...]] | None = None
     at: float = 0.0
-    server: str = "api"  # "api", or "cdn" for the second origin that redirects may lead to
     query: Mapping[str, str] = field(default_factory=dict)  # the URL's query parameters
+    server: str = "api"  # "api", or "cdn" for the second origin that redirects may lead to
 
     @property
     def endpoint(self) -> str | None:
