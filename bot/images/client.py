@@ -22,9 +22,10 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import MappingProxyType, TracebackType
 from typing import Any, Self
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -32,8 +33,10 @@ from bot import __version__
 from bot.capabilities import ImageDescription, ModelCaps
 from bot.images.bodies import build_generation_body, common_fields, endpoint_url, form, merge_extra
 from bot.images.errors import (
+    ImagesAuthError,
     ImagesBadRequest,
     ImagesError,
+    ImagesNotOffered,
     ImagesRateLimited,
     ImagesTimeout,
     ImagesUnavailable,
@@ -49,6 +52,9 @@ _DETAIL_LIMIT = 500
 _BACKOFF_BASE = 0.5
 _BACKOFF_CAP = 8.0
 _KEY_PATTERN = re.compile(r"\bsk-[A-Za-z0-9_\-*]{4,}")
+_LOGGED_BODY = 200
+# A gateway's "all deployments cooling down" 429 this soon after a 401/403 is that auth fault.
+_AUTH_MEMORY = timedelta(minutes=10)
 
 
 class _Retry(Exception):
@@ -131,6 +137,9 @@ class ImagesClient:
         self._sleep = sleep
         self._clock = clock
         self._random = random
+        # Process-lifetime memory of what the host told us (see `offers`, `_status_error`).
+        self._not_offered: set[tuple[str, str]] = set()
+        self._last_auth_failure: datetime | None = None
         self._client = httpx.AsyncClient(
             transport=transport,
             timeout=httpx.Timeout(connect=10.0, read=timeout, write=60.0, pool=timeout),
@@ -162,6 +171,21 @@ class ImagesClient:
 
     # -- public calls -----------------------------------------------------------------------
 
+    def offers(self, endpoint: str, model: str) -> bool:
+        """Tell whether the host may serve `endpoint` ("edits", "variations") for `model`.
+
+        False once the host answered 404/405 with a non-OpenAI body there (a gateway without
+        that route); remembered until the process restarts.
+        """
+        return (endpoint, model) not in self._not_offered
+
+    def _check_offered(self, endpoint: str, model: str) -> None:
+        if not self.offers(endpoint, model):
+            raise ImagesNotOffered(
+                f"the images API does not offer /images/{endpoint} for {model}",
+                code="not_offered",
+            )
+
     async def generate(self, description: ImageDescription, caps: ModelCaps) -> ImagesResult:
         """Generate `description.n` pictures (fanning out n=1 calls where the model needs it)."""
         call = _Call(
@@ -184,6 +208,7 @@ class ImagesClient:
         """Edit one picture following `description.prompt` (multipart upload)."""
         if not caps.supports_edit:
             raise ImagesBadRequest(f"{caps.name} does not support edits", code="unsupported")
+        self._check_offered("edits", description.model)
         files: _Files = {"image": (image_filename, image, image_content_type)}
         if mask is not None:
             files["mask"] = ("mask.png", mask, "image/png")
@@ -205,6 +230,7 @@ class ImagesClient:
         """Make `n` variations of one picture (multipart upload)."""
         if not caps.supports_variation:
             raise ImagesBadRequest(f"{caps.name} does not support variations", code="unsupported")
+        self._check_offered("variations", model)
         fields: _Fields = {"model": model, "n": 1 if caps.one_per_request else n, "size": size}
         if caps.response_format:
             fields["response_format"] = "b64_json"
@@ -287,7 +313,9 @@ class ImagesClient:
         except httpx.InvalidURL as exc:
             raise ImagesUnavailable("the images API base url is not valid") from exc
         if response.status_code != 200:
-            raise self._status_error(response, method="POST", url=url)
+            raise self._status_error(
+                response, method="POST", url=url, endpoint=call.endpoint, model=call.model
+            )
         try:
             payload = response.json()
         except ValueError as exc:
@@ -312,15 +340,40 @@ class ImagesClient:
             return _Retry(ImagesUnavailable(f"connection to the {what} failed ({name})"))
         return ImagesUnavailable(f"request to the {what} failed ({name})")
 
-    def _status_error(self, response: httpx.Response, *, method: str, url: str) -> Exception:
+    def _status_error(
+        self,
+        response: httpx.Response,
+        *,
+        method: str,
+        url: str,
+        endpoint: str = "generations",
+        model: str = "",
+    ) -> Exception:
+        now = self._clock()
+        last_auth = self._last_auth_failure
         error = classify_response(
             response.status_code,
             response.headers,
             response.content,
-            now=self._clock(),
+            now=now,
             scrub=self._scrub,
+            endpoint=endpoint,
+            recent_auth_failure=last_auth is not None and now - last_auth <= _AUTH_MEMORY,
         )
         error.method, error.url = method, url
+        if 400 <= response.status_code < 500 and response.status_code != 429:
+            # The path only: a query string may carry a key (Azure-style `?api-key=`).
+            logger.warning(
+                "images API %s %s answered HTTP %d: %s",
+                method,
+                urlsplit(url).path,
+                response.status_code,
+                self._scrub(response.text)[:_LOGGED_BODY],
+            )
+        if isinstance(error, ImagesAuthError) and response.status_code in (401, 403):
+            self._last_auth_failure = now
+        if isinstance(error, ImagesNotOffered):
+            self._not_offered.add((endpoint, model))
         if isinstance(error, ImagesRateLimited):
             retry_after = error.retry_after
             delay = min(retry_after, self._max_retry_after) if retry_after is not None else None
