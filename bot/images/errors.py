@@ -57,7 +57,7 @@ _TRAILERS = re.compile(
     re.IGNORECASE | re.DOTALL,
 )
 _TRY_AGAIN = re.compile(
-    r"try again in\s+(?:(\d+(?:\.\d+)?)\s*m(?:in(?:utes?)?)?\s*)?"
+    r"try again in\s+(?:(\d+(?:\.\d+)?)\s*m(?:in(?:utes?)?)?(?!s)\s*)?"
     r"(?:(\d+(?:\.\d+)?)\s*(ms|milliseconds?|s|secs?|seconds?)\b)?",
     re.IGNORECASE,
 )
