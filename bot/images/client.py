@@ -349,37 +349,60 @@ class ImagesClient:
         endpoint: str = "generations",
         model: str = "",
     ) -> Exception:
-        now = self._clock()
-        last_auth = self._last_auth_failure
-        error = classify_response(
+        error = self._classify(
             response.status_code,
             response.headers,
             response.content,
-            now=now,
-            scrub=self._scrub,
+            method=method,
+            url=url,
             endpoint=endpoint,
-            recent_auth_failure=last_auth is not None and now - last_auth <= _AUTH_MEMORY,
+            model=model,
         )
         error.method, error.url = method, url
-        if 400 <= response.status_code < 500 and response.status_code != 429:
-            # The path only: a query string may carry a key (Azure-style `?api-key=`).
-            logger.warning(
-                "images API %s %s answered HTTP %d: %s",
-                method,
-                urlsplit(url).path,
-                response.status_code,
-                self._scrub(response.text)[:_LOGGED_BODY],
-            )
-        if isinstance(error, ImagesAuthError) and response.status_code in (401, 403):
-            self._last_auth_failure = now
-        if isinstance(error, ImagesNotOffered):
-            self._not_offered.add((endpoint, model))
         if isinstance(error, ImagesRateLimited):
             retry_after = error.retry_after
             delay = min(retry_after, self._max_retry_after) if retry_after is not None else None
             return _Retry(error, delay)
         if isinstance(error, ImagesUnavailable):
             return _Retry(error)
+        return error
+
+    def _classify(
+        self,
+        status: int,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        method: str,
+        url: str,
+        endpoint: str,
+        model: str,
+    ) -> ImagesError:
+        """`classify_response`, plus what this client remembers of the host.
+
+        A gateway's cooldown 429 soon after a 401/403 is that auth fault; an endpoint the host
+        does not serve is remembered (see `offers`). Every 4xx but 429 is logged with the method,
+        the URL path (never the query, which may carry a key), the status and the body's start.
+        """
+        now = self._clock()
+        last_auth = self._last_auth_failure
+        error = classify_response(
+            status,
+            headers,
+            body,
+            now=now,
+            scrub=self._scrub,
+            endpoint=endpoint,
+            recent_auth_failure=last_auth is not None and now - last_auth <= _AUTH_MEMORY,
+        )
+        if 400 <= status < 500 and status != 429:
+            text = self._scrub(body.decode("utf-8", "replace"))[:_LOGGED_BODY]
+            path = urlsplit(url).path
+            logger.warning("images API %s %s answered HTTP %d: %s", method, path, status, text)
+        if isinstance(error, ImagesAuthError) and status in (401, 403):
+            self._last_auth_failure = now
+        if isinstance(error, ImagesNotOffered):
+            self._not_offered.add((endpoint, model))
         return error
 
     # -- responses --------------------------------------------------------------------------
