@@ -212,6 +212,7 @@ async def fetch(job: Job) -> ImagesResult:
         extra_headers=settings.openai_extra_headers,
         timeout=settings.image_timeout_seconds,
         max_attempts=settings.image_max_attempts,
+        max_response_bytes=settings.image_max_response_bytes,
     ) as client:
         return await client.generate(job.description, job.caps)
 
