@@ -25,17 +25,17 @@ async def usage_command(
         user_id=user.id, user_limit=0 if exempt else settings.daily_image_limit
     )
     if usage.remaining is None:
-        body = texts.get(lang, "usage.unlimited", used=usage.used_today)
+        body = texts.get(lang, "usage.unlimited", count=usage.used_today)
     else:
         body = texts.get(
             lang,
             "usage.limited",
             used=usage.used_today,
-            limit=usage.limit,
+            count=usage.limit,
             remaining=usage.remaining,
             resets_in=until(texts, lang, resets_at=usage.resets_at, now=services.clock()),
         )
-    total = texts.get(lang, "usage.total", total=usage.total_all_time)
+    total = texts.get(lang, "usage.total", count=usage.total_all_time)
     await reply_plain(message, f"{body}\n{total}")
 
 
@@ -56,7 +56,14 @@ async def stats_command(
     def failures(by_kind: dict[str, int]) -> str:
         if not by_kind:
             return texts.get(lang, "stats.no_failures")
-        return ", ".join(f"{kind} {count}" for kind, count in sorted(by_kind.items()))
+        return ", ".join(f"{kind_name(kind)}: {count}" for kind, count in sorted(by_kind.items()))
+
+    def kind_name(kind: str) -> str:
+        key = f"stats.kind.{kind}"
+        return texts.get(lang, key) if texts.has(key) else kind
+
+    def counted(key: str, count: int) -> str:
+        return texts.get(lang, key, count=count)
 
     def top(users: list[tuple[int, int]]) -> str:
         if not users:
@@ -69,14 +76,14 @@ async def stats_command(
             lang,
             "stats.body",
             day=stats.day.isoformat(),
-            images_today=stats.images_today,
-            requests_today=stats.requests_today,
+            images_today=counted("stats.pictures", stats.images_today),
+            requests_today=counted("stats.requests", stats.requests_today),
             failures_today=failures(stats.failures_today),
             top_today=top(stats.top_users_today),
-            images_all=stats.images_all_time,
-            requests_all=stats.requests_all_time,
+            images_all=counted("stats.pictures", stats.images_all_time),
+            requests_all=counted("stats.requests", stats.requests_all_time),
             failures_all=failures(stats.failures_all_time),
             top_all=top(stats.top_users_all_time),
-            users=stats.distinct_users,
+            users=counted("stats.users", stats.distinct_users),
         ),
     )

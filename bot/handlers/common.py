@@ -9,8 +9,14 @@ from telegram import Chat, Message, User
 from telegram.error import TelegramError
 
 from bot.handlers.services import Services
+from bot.store import StoreError
 
 logger = logging.getLogger(__name__)
+
+# The user setting that remembers the last Telegram `language_code` seen from a user, so that
+# messages the bot starts (admin alerts) go out in their language too.
+SEEN_LANGUAGE = "seen_language"
+_MAX_LANGUAGE_CODE = 16
 
 _COMMAND = re.compile(r"^/[^\s]+")
 
@@ -26,13 +32,36 @@ def is_group(chat: Chat) -> bool:
 
 
 async def language_of(services: Services, user: User | None) -> str:
-    """Return the user's chosen language, else the one their Telegram app uses."""
+    """Return the user's chosen language, else the one their Telegram app uses.
+
+    Also remembers the app's `language_code` (a write only when it changed; the read is the one
+    this lookup makes anyway, and the store caches it).
+    """
     if user is None:
         return services.texts.default
-    chosen = (await services.store.get_settings(scope="user", scope_id=user.id)).get("language")
+    values = await services.store.get_settings(scope="user", scope_id=user.id)
+    seen = (user.language_code or "")[:_MAX_LANGUAGE_CODE]
+    if seen and values.get(SEEN_LANGUAGE) != seen:
+        try:
+            await services.store.set_setting(
+                scope="user", scope_id=user.id, key=SEEN_LANGUAGE, value=seen
+            )
+        except StoreError as exc:
+            logger.warning("could not remember the language of user %s: %s", user.id, exc)
+    return _chosen_or_seen(services, values, seen)
+
+
+async def language_for(services: Services, user_id: int) -> str:
+    """Return the language of a user the bot writes to first: chosen, else last seen."""
+    values = await services.store.get_settings(scope="user", scope_id=user_id)
+    return _chosen_or_seen(services, values, values.get(SEEN_LANGUAGE))
+
+
+def _chosen_or_seen(services: Services, values: dict[str, str], seen: str | None) -> str:
+    chosen = values.get("language")
     if chosen and chosen in services.texts.languages:
         return chosen
-    return services.texts.pick(user.language_code)
+    return services.texts.pick(seen)
 
 
 async def reply_plain(message: Message, text: str) -> Message | None:

@@ -32,7 +32,7 @@ async def help_command(
         texts.get(lang, "help.commands"),
     ]
     if limit > 0:
-        parts.append(texts.get(lang, "help.limit", limit=limit))
+        parts.append(texts.get(lang, "help.limit", count=limit))
     await reply_plain(message, "\n\n".join(parts))
 
 

@@ -21,7 +21,7 @@ from telegram.ext import ContextTypes
 from bot.capabilities import ImageDescription, ModelCaps, caps_for, check_defaults, resolve
 from bot.captions import build_caption
 from bot.handlers.access import admit, is_admin
-from bot.handlers.common import command_args, is_group, reply_plain
+from bot.handlers.common import command_args, is_group, language_for, reply_plain
 from bot.handlers.delivery import prepare, send_pictures
 from bot.handlers.keyboards import result_keyboard
 from bot.handlers.progress import Progress
@@ -383,9 +383,14 @@ async def alert_admins(services: Services, message: Message, exc: ImagesError) -
         return
     if not await services.store.should_alert(kind=exc.kind, every=ADMIN_ALERT_EVERY):
         return
-    text = services.texts.get(services.texts.default, f"admin.alert.{exc.kind}")
     bot = message.get_bot()
     for admin in admins:
+        try:
+            lang = await language_for(services, admin)
+        except StoreError as err:
+            logger.warning("could not read the language of admin %s: %s", admin, err)
+            lang = services.texts.default
+        text = services.texts.get(lang, f"admin.alert.{exc.kind}")
         try:
             await bot.send_message(chat_id=admin, text=text)
         except Forbidden:
