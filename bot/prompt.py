@@ -364,13 +364,24 @@ def merge_options(primary: ImageOptions, fallback: ImageOptions) -> ImageOptions
     return replace(primary, **missing)
 
 
+def _typed(option: str, value: str | None) -> str | None:
+    """Return how a user types one option value (what `parse_image_args` reads back)."""
+    if value is None:
+        return None
+    if option == "size" and (_SIZE_RE.fullmatch(value) or value in BARE_RATIOS):
+        return value
+    if _FLAGS.get(value) == (option, value):
+        return f"--{value}"
+    return f"--{option} {value}"
+
+
 def describe_options(options: ImageOptions) -> str:
-    """Render the set options as short text, e.g. "1024x1024 · x2 · high"."""
+    """Render the set options as the user would type them, e.g. "16:9 · x2 · --high"."""
     parts = [
-        options.size,
+        _typed("size", options.size),
         None if options.count is None else f"x{options.count}",
-        options.quality,
-        options.style,
-        options.background,
+        _typed("quality", options.quality),
+        _typed("style", options.style),
+        _typed("background", options.background),
     ]
     return " · ".join(part for part in parts if part is not None)

@@ -10,6 +10,10 @@ from bot.handlers.common import language_of, reply_plain
 from bot.handlers.replies import until
 from bot.handlers.services import Services
 
+# Failure outcomes `run_generation` records besides the images errors' kinds; each has a name in
+# the catalogues (`stats.kind.<outcome>`), and an outcome without one is shown as recorded.
+OUTCOMES = frozenset({"error", "download"})
+
 
 async def usage_command(
     update: Update, context: ContextTypes.DEFAULT_TYPE, *, services: Services
@@ -59,11 +63,8 @@ async def stats_command(
         return ", ".join(f"{kind_name(kind)}: {count}" for kind, count in sorted(by_kind.items()))
 
     def kind_name(kind: str) -> str:
-        key = f"stats.kind.{kind}"
-        return texts.get(lang, key) if texts.has(key) else kind
-
-    def counted(key: str, count: int) -> str:
-        return texts.get(lang, key, count=count)
+        name = f"stats.kind.{kind}"
+        return texts.get(lang, f"stats.kind.{kind}") if texts.has(name) else kind
 
     def top(users: list[tuple[int, int]]) -> str:
         if not users:
@@ -76,14 +77,14 @@ async def stats_command(
             lang,
             "stats.body",
             day=stats.day.isoformat(),
-            images_today=counted("stats.pictures", stats.images_today),
-            requests_today=counted("stats.requests", stats.requests_today),
+            images_today=texts.get(lang, "stats.pictures", count=stats.images_today),
+            requests_today=texts.get(lang, "stats.requests", count=stats.requests_today),
             failures_today=failures(stats.failures_today),
             top_today=top(stats.top_users_today),
-            images_all=counted("stats.pictures", stats.images_all_time),
-            requests_all=counted("stats.requests", stats.requests_all_time),
+            images_all=texts.get(lang, "stats.pictures", count=stats.images_all_time),
+            requests_all=texts.get(lang, "stats.requests", count=stats.requests_all_time),
             failures_all=failures(stats.failures_all_time),
             top_all=top(stats.top_users_all_time),
-            users=counted("stats.users", stats.distinct_users),
+            users=texts.get(lang, "stats.users", count=stats.distinct_users),
         ),
     )

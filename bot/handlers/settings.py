@@ -80,7 +80,7 @@ def main_menu(
 ) -> InlineKeyboardMarkup:
     """Return the overview keyboard: one button per field showing its current value."""
     texts = services.texts
-    key = (str(owner), scope)
+    data = (str(owner), scope)
     rows = []
     for field in FIELDS:
         if field != "language" and len(field_values(services, field, values)) == 0:
@@ -90,7 +90,7 @@ def main_menu(
         rows.append(
             [
                 InlineKeyboardButton(
-                    f"{label}: {value}", callback_data=callback(SETTINGS, *key, field)
+                    f"{label}: {value}", callback_data=callback(SETTINGS, *data, field)
                 )
             ]
         )
@@ -98,7 +98,7 @@ def main_menu(
         [
             InlineKeyboardButton(
                 texts.get(lang, "settings.done"),
-                callback_data=callback(SETTINGS, *key, "done"),
+                callback_data=callback(SETTINGS, *data, "done"),
             )
         ]
     )
@@ -110,12 +110,12 @@ def field_menu(
 ) -> InlineKeyboardMarkup:
     """Return the choices for one field, plus "default" and "back"."""
     texts = services.texts
-    key = (str(owner), scope)
+    data = (str(owner), scope)
     choices = field_values(services, field, values)
     buttons = [
         InlineKeyboardButton(
             ("✅ " if values.get(field) == choice else "") + _shown(services, lang, field, choice),
-            callback_data=callback(SETTINGS, *key, field, str(i)),
+            callback_data=callback(SETTINGS, *data, field, str(i)),
         )
         for i, choice in enumerate(choices)
     ]
@@ -124,11 +124,11 @@ def field_menu(
         [
             InlineKeyboardButton(
                 texts.get(lang, "settings.reset"),
-                callback_data=callback(SETTINGS, *key, field, "-"),
+                callback_data=callback(SETTINGS, *data, field, "-"),
             ),
             InlineKeyboardButton(
                 texts.get(lang, "settings.back"),
-                callback_data=callback(SETTINGS, *key, "back"),
+                callback_data=callback(SETTINGS, *data, "back"),
             ),
         ]
     )
