@@ -14,7 +14,9 @@ from bot.prompt import MARKERS
 DASHES = {marker[0] for marker in MARKERS}
 
 # Words that used to be read as options (issue #8) come up often, next to any letters at all.
-OPTION_WORDS = "natural vivid square landscape portrait high low medium hd standard auto transparent"
+OPTION_WORDS = (
+    "natural vivid square landscape portrait high low medium hd standard auto transparent"
+)
 WORDS = st.one_of(
     st.sampled_from(OPTION_WORDS.split()),
     st.text(st.characters(categories=["L"]), min_size=1, max_size=12),
