@@ -62,6 +62,7 @@ __all__ = [
     "ParsedCommand",
     "PromptError",
     "UnknownOption",
+    "as_typed",
     "describe_options",
     "merge_options",
     "parse_image_args",
@@ -364,15 +365,22 @@ def merge_options(primary: ImageOptions, fallback: ImageOptions) -> ImageOptions
     return replace(primary, **missing)
 
 
-def _typed(option: str, value: str | None) -> str | None:
-    """Return how a user types one option value (what `parse_image_args` reads back)."""
-    if value is None:
-        return None
-    if option == "size" and (_SIZE_RE.fullmatch(value) or value in BARE_RATIOS):
+def as_typed(option: str, value: str) -> str:
+    """Return how a user types one option value: `--high`, `16:9`, `--background opaque`.
+
+    Values that are not typed as such (a count range, a size rule's description) are returned
+    unchanged.
+    """
+    bare = _SIZE_RE.fullmatch(value) or value in BARE_RATIOS or value == "WxH"
+    if option == "count" or (option == "size" and bare) or " " in value:
         return value
     if _FLAGS.get(value) == (option, value):
         return f"--{value}"
     return f"--{option} {value}"
+
+
+def _typed(option: str, value: str | None) -> str | None:
+    return None if value is None else as_typed(option, value)
 
 
 def describe_options(options: ImageOptions) -> str:

@@ -21,6 +21,7 @@ from bot.prompt import (
     ParsedCommand,
     PromptError,
     UnknownOption,
+    as_typed,
     describe_options,
     merge_options,
     parse_image_args,
@@ -496,3 +497,30 @@ def test_merge_options_property(primary: ImageOptions, fallback: ImageOptions) -
         mine = getattr(primary, field.name)
         expected = mine if mine is not None else getattr(fallback, field.name)
         assert getattr(merged, field.name) == expected
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "typed"),
+    [
+        ("quality", "high", "--high"),
+        ("quality", "hd", "--hd"),
+        ("style", "natural", "--natural"),
+        ("background", "transparent", "--transparent"),
+        ("background", "opaque", "--background opaque"),
+        ("size", "square", "--square"),
+        ("size", "1024x1536", "1024x1536"),
+        ("size", "16:9", "16:9"),
+        ("size", "7:5", "--size 7:5"),
+    ],
+)
+def test_accepted_values_are_shown_as_typed(option: str, value: str, typed: str) -> None:
+    assert as_typed(option, value) == typed
+    assert getattr(parse_image_args(f"cat {typed}").options, option) == value
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("size", "WxH"), ("size", "WxH: sides multiples of 16"), ("count", "1–10")],
+)
+def test_descriptions_of_accepted_values_are_shown_unchanged(option: str, value: str) -> None:
+    assert as_typed(option, value) == value

@@ -16,6 +16,7 @@ from bot.prompt import (
     MissingValue,
     PromptError,
     UnknownOption,
+    as_typed,
 )
 from bot.quota import QuotaExceeded
 
@@ -56,7 +57,7 @@ def error_text(texts: Texts, lang: str, exc: Exception, *, now: datetime) -> str
             option=texts.get(lang, f"option.{exc.option}"),
             value=shown(exc.value),
             model=exc.model,
-            allowed=", ".join(exc.allowed),
+            allowed=", ".join(as_typed(exc.option, value) for value in exc.allowed),
         )
     if isinstance(exc, PromptTooLong):
         return texts.get(lang, "error.prompt_too_long", limit=exc.limit, count=exc.length)
