@@ -252,7 +252,7 @@ async def test_option_words_without_a_marker_stay_in_the_prompt(make_bot, prompt
         ("dall-e-3", "/image cat 1000x1000", ("dall-e-3", "1000x1000", "1024x1024", "1792x1024")),
         ("gpt-image-2", "/image cat --vivid", ("gpt-image-2", "style", "vivid")),
         ("dall-e-3", "/image cat --transparent", ("dall-e-3", "background", "transparent")),
-        ("dall-e-2", "/image cat —hd", ("dall-e-2", "hd", "standard")),
+        ("dall-e-2", "/image cat —hd", ("dall-e-2", "hd", "It accepts: --standard.")),
         ("gpt-image-2", "/image cat --hdd", ("--hdd", "--high", "--ar W:H", "full stop")),
         ("gpt-image-2", "/image cat --size", ("--size", "--size 1536x1024")),
         ("gpt-image-2", "/image cat --quality ultra", ("--quality ultra", "low, medium, high")),
