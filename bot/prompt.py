@@ -236,11 +236,15 @@ def _ratio(text: str, token: str) -> str | None:
     return f"{int(sides[0])}:{int(sides[1])}"
 
 
-def _count(digits: str, token: str) -> int:
-    if len(digits) > _MAX_COUNT_DIGITS or not digits.isascii() or not digits.isdigit():
-        raise BadOption(option="count", value=token, allowed=f"1..{MAX_COUNT}")
-    if not 1 <= int(digits) <= MAX_COUNT:
-        raise BadOption(option="count", value=token, allowed=f"1..{MAX_COUNT}")
+def _count(digits: str, token: str, *, allowed: str = f"1..{MAX_COUNT}") -> int:
+    """Return the count in `digits`; raise BadOption unless it is 1..MAX_COUNT in ASCII digits."""
+    if not (
+        len(digits) <= _MAX_COUNT_DIGITS
+        and digits.isascii()
+        and digits.isdigit()
+        and 1 <= int(digits) <= MAX_COUNT
+    ):
+        raise BadOption(option="count", value=token, allowed=allowed)
     return int(digits)
 
 
@@ -252,10 +256,7 @@ def _bare(token: str) -> tuple[str, str | int] | None:
     if word in BARE_RATIOS:
         return "size", word
     if count := _COUNT_RE.fullmatch(word):
-        digits = count.group(1)
-        if len(digits) > _MAX_COUNT_DIGITS or not 1 <= int(digits) <= MAX_COUNT:
-            raise BadOption(option="count", value=token, allowed=f"x1..x{MAX_COUNT}")
-        return "count", int(digits)
+        return "count", _count(count.group(1), token, allowed=f"x1..x{MAX_COUNT}")
     return None
 
 
