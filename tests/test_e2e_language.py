@@ -17,7 +17,7 @@ from bot.i18n import Texts
 from tests.conftest import GROUP, USER
 from tests.emulators.openai_images import Fault
 from tests.test_e2e_access_quota import FakeClock, final_text
-from tests.test_e2e_settings import buttons, choose, open_settings
+from tests.test_e2e_settings import buttons, choose, open_settings, press
 
 CYRILLIC = re.compile(r"[а-яА-ЯёЁ]")
 
@@ -190,3 +190,16 @@ async def test_the_last_seen_language_is_written_only_when_it_changes(make_bot) 
             await bot.reply_text(bot.send("/usage", language_code="tr"))
         await bot.reply_text(bot.send("/usage", language_code="es"))
         assert writes == [("seen_language", "tr"), ("seen_language", "es")]
+
+
+async def test_every_language_is_offered_in_settings(make_bot) -> None:
+    texts = Texts.load()
+    async with make_bot() as bot:
+        menu = await open_settings(bot)
+        await press(bot, menu, "Language")
+        offered = {t.removeprefix("✅ ") for t, _ in buttons(menu)}
+        names = {texts.get(lang, "language.name") for lang in texts.languages}
+        assert len(names) == 7 and names <= offered, offered
+        await press(bot, menu, "Türkçe")
+        assert (menu.text or "") == texts.get("tr", "settings.title")
+        assert (await bot.reply_text(bot.send("/help"))).startswith(texts.get("tr", "help.intro"))
