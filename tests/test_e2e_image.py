@@ -509,8 +509,10 @@ async def test_help_mentions_command_options_model_and_sizes(make_bot, command: 
     async with make_bot() as bot:
         msg = bot.send(command)
         text = await bot.reply_text(msg)
-        for part in ("/image", "x2", "square", "transparent", "gpt-image-2", "1536x1024"):
+        for part in ("/image", "x2", "--square", "--transparent", "gpt-image-2", "1536x1024"):
             assert part in text
+        sizes = next(line for line in text.splitlines() if line.startswith("Sizes:"))
+        assert "--landscape" in sizes and "16:9" in sizes, sizes  # as they are typed
 
 
 async def test_help_follows_the_configured_model(make_bot) -> None:
