@@ -17,6 +17,11 @@ Quality words are mapped per family, only where two words mean the same thing:
 | `auto`     | auto                             | omitted (default)      | omitted (default)   |
 
 Unknown models receive the typed word unchanged.
+
+Aspect ratios (`16:9`, from `bot.prompt`) become a concrete size in `ratio_size`: the listed size
+of the nearest shape for models with a list (dall-e-3 16:9 is 1792x1024, the gpt-image-1 family's
+1536x1024), the exact ratio near `PIXEL_BUDGET` pixels for free-form models (gpt-image-2 16:9 is
+1280x720).
 """
 
 from __future__ import annotations
