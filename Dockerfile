@@ -1,25 +1,48 @@
-# Telegram image bot: a slim runtime image running as an unprivileged user.
-FROM python:3.11-slim
+# syntax=docker/dockerfile:1
+# Telegram image bot: a slim runtime image running as an unprivileged user (uid 10001).
+# The base is pinned to a patch release; move it on when Python publishes the next 3.11.x.
+FROM python:3.11.14-slim AS base
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    DATA_DIR=/data
+    PIP_ROOT_USER_ACTION=ignore
 
-RUN groupadd --system --gid 10001 bot \
-    && useradd --system --uid 10001 --gid bot --home-dir /app --shell /usr/sbin/nologin bot \
-    && mkdir -p /data \
-    && chown bot:bot /data
-
-WORKDIR /app
-
+# -- build: the bot's own wheel, made apart so no sources or build files reach the image --------
+FROM base AS build
+WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY bot ./bot
-RUN pip install --no-cache-dir . \
-    && rm -rf /app/bot /app/build
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
-USER bot
+# -- runtime ----------------------------------------------------------------------------------
+FROM base
+
+# A start-up failure that a restart cannot fix (a bad setting, a rejected token) waits this
+# long before exiting, so `restart: unless-stopped` does not loop fast (see README).
+ENV DATA_DIR=/data \
+    STARTUP_FAILURE_DELAY_SECONDS=30
+
+RUN groupadd --system --gid 10001 bot \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /app --shell /usr/sbin/nologin bot \
+    && mkdir -p /app /data \
+    && chown 10001:10001 /app /data
+
+# The dependencies, in a layer that changes only when pyproject.toml does.
+RUN --mount=type=bind,source=pyproject.toml,target=/tmp/pyproject.toml \
+    python -c "import tomllib; print('\n'.join(tomllib.load(open('/tmp/pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
+    && pip install --no-cache-dir -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
+
+# The bot itself, from the wheel built above (nothing is left in /app or /tmp).
+RUN --mount=type=bind,from=build,source=/wheels,target=/tmp/wheels \
+    pip install --no-cache-dir --no-deps /tmp/wheels/*.whl
+
+WORKDIR /app
+USER 10001:10001
 VOLUME ["/data"]
+
+# HEALTHCHECK: comes with the health endpoint (issue #10), which the bot does not serve yet.
 
 CMD ["python", "-m", "bot"]

@@ -7,19 +7,31 @@ command returns.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from bot import __version__
-from bot.config import ConfigError, Settings, load_settings
+from bot.config import (
+    ConfigError,
+    Settings,
+    load_settings,
+    startup_failure_delay,
+    startup_warnings,
+)
+from bot.redaction import Redactor, secret_header_values
 
 USAGE = """\
 usage: python -m bot [run]
        python -m bot generate PROMPT [--size WxH] [-n N] [-o DIR] [options]
-       python -m bot --version
+       python -m bot -V | --version
+
+  `telegram-image-bot` (the installed console script) is the same program:
+  telegram-image-bot [run], telegram-image-bot generate ..., telegram-image-bot -V
 
   run        run the Telegram bot (the default); settings come from the environment
              and from .env in the current directory (see .env.example)
@@ -28,22 +40,23 @@ usage: python -m bot [run]
 """
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-_REDACTED = "**********"
+# Exit statuses for which a restart cannot help (a bad setting, a rejected token, the database).
+EXIT_CONFIG = 2
+
+# Named for the package, not "__main__" (what __name__ is under `python -m bot`).
+logger = logging.getLogger("bot")
 
 
 class RedactingFormatter(logging.Formatter):
-    """Format log records with every given secret replaced, tracebacks included."""
+    """Format log records with secrets hidden (`bot.redaction`), tracebacks included."""
 
     def __init__(self, fmt: str, *, secrets: Iterable[str]) -> None:
         super().__init__(fmt)
-        self._secrets = tuple(s for s in secrets if s)
+        self._redact = Redactor(secrets)
 
     def format(self, record: logging.LogRecord) -> str:
         """Format `record`, then hide the secrets."""
-        text = super().format(record)
-        for secret in self._secrets:
-            text = text.replace(secret, _REDACTED)
-        return text
+        return self._redact(super().format(record))
 
 
 def configure_logging(settings: Settings) -> None:
@@ -56,6 +69,7 @@ def configure_logging(settings: Settings) -> None:
                 settings.telegram_bot_token.get(),
                 settings.openai_api_key.get(),
                 settings.webhook_secret_token.get(),
+                *secret_header_values(settings.openai_extra_headers),
             ),
         )
     )
@@ -72,25 +86,47 @@ def format_config_error(error: ConfigError) -> str:
     return "\n".join(lines)
 
 
-def _run_bot() -> int:
+def exit_after_delay(status: int, delay: float, *, sleep: Callable[[float], None]) -> int:
+    """Wait `delay` seconds (saying why on stderr) before a start-up failure exits with `status`.
+
+    Under `restart: unless-stopped` a bad setting or a rejected token would otherwise restart the
+    bot many times a second; the message stays the last thing in `docker compose logs`.
+    """
+    if status != EXIT_CONFIG or delay <= 0:
+        return status
+    print(
+        f"Exiting in {delay:g} s (STARTUP_FAILURE_DELAY_SECONDS), so that a restart policy does "
+        "not loop fast; a restart will not help until the problem above is fixed.",
+        file=sys.stderr,
+        flush=True,
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        sleep(delay)
+    return status
+
+
+def _run_bot(sleep: Callable[[float], None]) -> int:
     try:
         settings = load_settings(os.environ, require_telegram=True)
     except ConfigError as error:
-        print(format_config_error(error), file=sys.stderr)
-        return 2
+        print(format_config_error(error), file=sys.stderr, flush=True)
+        return exit_after_delay(EXIT_CONFIG, startup_failure_delay(os.environ), sleep=sleep)
     configure_logging(settings)
+    for warning in startup_warnings(settings):
+        logger.warning("%s", warning)
     from bot.app import run
 
-    return run(settings)
+    status = run(settings)
+    return exit_after_delay(status, settings.startup_failure_delay_seconds, sleep=sleep)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, sleep: Callable[[float], None] = time.sleep) -> int:
     """Run the bot or the `generate` command and return the exit status."""
     args = sys.argv[1:] if argv is None else list(argv)
     if args and args[0] in ("-h", "--help", "help"):
         print(USAGE, end="")
         return 0
-    if args and args[0] == "--version":
+    if args and args[0] in ("-V", "--version"):
         print(f"telegram-image-bot {__version__}")
         return 0
     # Only the current directory's .env; values already in the environment win.
@@ -108,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     if args and args != ["run"]:
         print(f"python -m bot: unknown arguments {' '.join(args)!r}; try --help", file=sys.stderr)
         return 2
-    return _run_bot()
+    return _run_bot(sleep)
 
 
 if __name__ == "__main__":

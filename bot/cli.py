@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import secrets
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,11 +19,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
+from bot import __version__
 from bot.capabilities import ImageDescription, ModelCaps, caps_for, resolve
 from bot.config import ConfigError, Settings, load_settings
 from bot.images import ImagesClient, ImagesError, ImagesRateLimited, ImagesResult
+from bot.images.bodies import endpoint_url
 from bot.media import file_extension, inspect_image
 from bot.prompt import ImageOptions, PromptError
+from bot.redaction import Redactor, secret_header_values
 
 PROG = "python -m bot generate"
 EXIT_SERVICE = 1
@@ -76,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--headers", help="extra request headers as a JSON object")
     parser.add_argument("--timeout", help="seconds to wait for the images (IMAGE_TIMEOUT_SECONDS)")
+    parser.add_argument(
+        "-V", "--version", action="version", version=f"telegram-image-bot {__version__}"
+    )
     return parser
 
 
@@ -89,21 +96,37 @@ class Job:
     output_dir: Path
 
 
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
 def read_description(text: str) -> dict[str, Any]:
     """Read `--descr`: a JSON object, or the path of a file holding one."""
     source = text.strip()
-    if not source.startswith("{"):
+    where = "--descr"
+    if not source.startswith("{") and not _is_json(source):
+        path = Path(source)
+        if not path.is_file():
+            raise UsageError(
+                f"--descr: {text!r} is neither JSON nor an existing file "
+                '(give a JSON object like {"size": "1024x1024"}, or the path of a .json file)'
+            )
         try:
-            source = Path(source).read_text(encoding="utf-8")
+            source = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             reason = getattr(exc, "strerror", None) or type(exc).__name__
-            raise UsageError(f"--descr: cannot read {text!r}: {reason}") from exc
+            raise UsageError(f"--descr: cannot read the file {text!r}: {reason}") from exc
+        where = f"--descr file {text!r}"
     try:
         loaded: Any = json.loads(source)
     except ValueError as exc:
-        raise UsageError(f"--descr: expected a JSON object or a .json file: {exc}") from exc
+        raise UsageError(f"{where}: not valid JSON: {exc}") from exc
     if not isinstance(loaded, dict):
-        raise UsageError("--descr: expected a JSON object")
+        raise UsageError(f"{where}: expected a JSON object, got {type(loaded).__name__}")
     return loaded
 
 
@@ -192,18 +215,34 @@ async def fetch(job: Job) -> ImagesResult:
         return await client.generate(job.description, job.caps)
 
 
-def _write_new(folder: Path, stem: str, ext: str, data: bytes) -> Path:
-    """Write `data` to a new file named after `stem`, never overwriting one."""
-    for attempt in range(1, _MAX_NAME_TRIES + 1):
-        suffix = "" if attempt == 1 else f"-{attempt}"
-        path = folder / f"{stem}{suffix}.{ext}"
+def new_run_id() -> str:
+    """Return a short random id that tells this run's files from another run's."""
+    return secrets.token_hex(3)
+
+
+def _write_batch(
+    folder: Path, stem: str, files: Sequence[tuple[str, bytes]], run_id: Callable[[], str]
+) -> list[Path]:
+    """Write every (extension, data) as `{stem}-{run}-{index}.{ext}`, never overwriting a file.
+
+    All files of one run share the run id; if any name is taken (another run with the same id),
+    this run's files are removed and the whole batch is written again under a new id.
+    """
+    for _ in range(_MAX_NAME_TRIES):
+        run = run_id()
+        written: list[Path] = []
         try:
-            with path.open("xb") as file:
-                file.write(data)
+            for index, (ext, data) in enumerate(files, start=1):
+                path = folder / f"{stem}-{run}-{index}.{ext}"
+                with path.open("xb") as file:
+                    written.append(path)
+                    file.write(data)
         except FileExistsError:
+            for path in written:
+                path.unlink(missing_ok=True)
             continue
-        return path
-    raise FileExistsError(f"no free file name for {stem} in {folder}")
+        return written
+    raise FileExistsError(f"no free file names for {stem} in {folder}")
 
 
 def _jsonable(value: object) -> object:
@@ -216,13 +255,32 @@ def _jsonable(value: object) -> object:
     return str(value)
 
 
-def save(result: ImagesResult, *, folder: Path, now: datetime) -> dict[str, object]:
-    """Save every image of `result` into `folder` and return the JSON summary."""
+def save(
+    result: ImagesResult,
+    *,
+    folder: Path,
+    now: datetime,
+    asked: ImageDescription | None = None,
+    run_id: Callable[[], str] = new_run_id,
+) -> dict[str, object]:
+    """Save every image of `result` into `folder` and return the JSON summary.
+
+    `size`, `quality` and `background` are the answer's, or what `asked` asked for when the
+    answer does not say.
+    """
     stamp = now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    infos = [inspect_image(image.data) for image in result.images]
+    paths = _write_batch(
+        folder,
+        f"image-{stamp}",
+        [
+            (file_extension(info), image.data)
+            for info, image in zip(infos, result.images, strict=True)
+        ],
+        run_id,
+    )
     images: list[dict[str, object]] = []
-    for index, image in enumerate(result.images, start=1):
-        info = inspect_image(image.data)
-        path = _write_new(folder, f"image-{stamp}-{index}", file_extension(info), image.data)
+    for path, info, image in zip(paths, infos, result.images, strict=True):
         images.append(
             {
                 "file": str(path),
@@ -235,24 +293,19 @@ def save(result: ImagesResult, *, folder: Path, now: datetime) -> dict[str, obje
         )
     return {
         "model": result.model,
-        "size": result.size,
-        "quality": result.quality,
-        "background": result.background,
+        "size": result.size or (asked.size if asked else None),
+        "quality": result.quality or (asked.quality if asked else None),
+        "background": result.background or (asked.background if asked else None),
         "elapsed": round(result.elapsed, 3),
         "images": images,
         "usage": _jsonable(result.usage),
     }
 
 
-def _one_line(text: str, secrets: Sequence[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return " ".join(text.split())
-
-
-def _service_message(exc: ImagesError) -> str:
-    message = f"images service error ({exc.kind}): {exc}"
+def _service_message(exc: ImagesError, url: str) -> str:
+    message = (
+        f"images service error ({exc.kind}) from {exc.method or 'POST'} {exc.url or url}: {exc}"
+    )
     if exc.detail and exc.detail not in message:
         message += f" — {exc.detail}"
     if isinstance(exc, ImagesRateLimited) and exc.retry_after is not None:
@@ -269,16 +322,17 @@ def main(
     *,
     env: Mapping[str, str],
     clock: Callable[[], datetime] = _utc_now,
+    run_id: Callable[[], str] = new_run_id,
     stdout: IO[str] | None = None,
     stderr: IO[str] | None = None,
 ) -> int:
     """Run `generate` with `argv` (after the subcommand) and return the exit status."""
     out = stdout or sys.stdout
     err = stderr or sys.stderr
-    secrets = [env.get("OPENAI_API_KEY", "").strip()]
+    known = [env.get("OPENAI_API_KEY", "")]
 
     def fail(status: int, message: str) -> int:
-        print(f"{PROG}: {_one_line(message, secrets)}", file=err)
+        print(f"{PROG}: {' '.join(Redactor(known)(message).split())}", file=err)
         return status
 
     try:
@@ -288,7 +342,7 @@ def main(
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else 0
     if args.token:
-        secrets.append(args.token.strip())
+        known.append(args.token)
     try:
         job = prepare(args, env)
     except UsageError as exc:
@@ -297,6 +351,7 @@ def main(
         return fail(EXIT_USAGE, "configuration error: " + "; ".join(exc.problems))
     except PromptError as exc:
         return fail(EXIT_USAGE, f"invalid options: {exc}")
+    known.extend(secret_header_values(job.settings.openai_extra_headers))
     try:
         job.output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -304,11 +359,14 @@ def main(
     try:
         result = asyncio.run(fetch(job))
     except ImagesError as exc:
-        return fail(EXIT_SERVICE, _service_message(exc))
+        url = endpoint_url(job.settings.openai_base_url, "generations")
+        return fail(EXIT_SERVICE, _service_message(exc, url))
     except KeyboardInterrupt:
         return fail(130, "interrupted")
     try:
-        summary = save(result, folder=job.output_dir, now=clock())
+        summary = save(
+            result, folder=job.output_dir, now=clock(), asked=job.description, run_id=run_id
+        )
     except OSError as exc:
         return fail(EXIT_SERVICE, f"cannot save images into {str(job.output_dir)!r}: {exc}")
     print(json.dumps(summary, ensure_ascii=False, indent=2), file=out)

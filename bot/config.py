@@ -40,6 +40,7 @@ ENV_VARS: tuple[str, ...] = (
     "DAILY_CHAT_IMAGE_LIMIT",
     "DATA_DIR",
     "LOG_LEVEL",
+    "STARTUP_FAILURE_DELAY_SECONDS",
     "WEBHOOK_URL",
     "WEBHOOK_LISTEN",
     "WEBHOOK_PORT",
@@ -59,6 +60,17 @@ _WEBHOOK_SECRET_RE = re.compile(r"\A[A-Za-z0-9_-]{1,256}\Z")
 _SIZE_RE = re.compile(r"\A[0-9]{1,5}[x×][0-9]{1,5}\Z", re.IGNORECASE)
 _SIZE_WORDS = ("square", "landscape", "portrait", "auto")
 _SHOWN_MAX = 60
+
+PLACEHOLDERS: Mapping[str, str] = MappingProxyType(
+    {
+        "TELEGRAM_BOT_TOKEN": "123456789:AAExampleTokenReplaceMe_with-your-own",
+        "OPENAI_API_KEY": "sk-replace-me",
+        "WEBHOOK_SECRET_TOKEN": "replace-with-a-long-random-string",
+    }
+)
+"""The example values of .env.example's secrets; start-up refuses them by name."""
+# Also a half-edited example ("sk-replace-me-too", "...ReplaceMe...").
+_PLACEHOLDER_RE = re.compile(r"replace[-_]?(?:me|with)", re.IGNORECASE)
 
 _T = TypeVar("_T")
 
@@ -132,6 +144,7 @@ class Settings:
     daily_chat_image_limit: int = 0
     data_dir: Path = Path("data")
     log_level: str = "INFO"
+    startup_failure_delay_seconds: float = 0.0
     webhook_url: str | None = None
     webhook_listen: str = "0.0.0.0"
     webhook_port: int = 8443
@@ -199,6 +212,13 @@ class _Reader:
         got = f", got {_shown(value)}" if value is not None else ""
         self.problems.append(f"{name}: expected {expected}{got}")
 
+    def placeholder(self, name: str, value: str, expected: str) -> bool:
+        """Record, and return, whether `value` is still the example value from .env.example."""
+        if value != PLACEHOLDERS.get(name) and not _PLACEHOLDER_RE.search(value):
+            return False
+        self.problems.append(f"{name}: still the example value from .env.example; put {expected}")
+        return True
+
     def parsed(
         self, name: str, default: _T, parse: Callable[[str], _T | None], expected: str
     ) -> _T:
@@ -229,6 +249,12 @@ def _parse_url(*, https_only: bool) -> Callable[[str], str | None]:
         return value.rstrip("/")
 
     return parse
+
+
+def _parse_base_url(value: str) -> str | None:
+    # A query string is kept on every endpoint URL (Azure-style ?api-version=); a fragment
+    # would never reach the server, so it is a mistake.
+    return None if "#" in value else _parse_url(https_only=False)(value)
 
 
 def _parse_int(minimum: int, maximum: int | None = None) -> Callable[[str], int | None]:
@@ -290,6 +316,8 @@ def _read_token(reader: _Reader, *, required: bool) -> Secret:
     if value is None:
         reader.bad(name, "the bot token from @BotFather, like 123456789:AAE… (it is missing)")
         return Secret()
+    if reader.placeholder(name, value, "the bot token from @BotFather here"):
+        return Secret()
     if not _TOKEN_RE.fullmatch(value):
         # Never echo the value: it may be a real token with a typo.
         reader.bad(name, "the bot token from @BotFather, like 123456789:AAE… (value not shown)")
@@ -300,6 +328,10 @@ def _read_token(reader: _Reader, *, required: bool) -> Secret:
 def _read_api_key(reader: _Reader) -> Secret:
     value = reader.raw("OPENAI_API_KEY")
     if value is None:
+        return Secret()
+    if reader.placeholder(
+        "OPENAI_API_KEY", value, "your key here, or leave it empty for a keyless server"
+    ):
         return Secret()
     if any(ch.isspace() or ord(ch) < 32 or ord(ch) > 126 for ch in value):
         reader.bad(
@@ -313,6 +345,8 @@ def _read_api_key(reader: _Reader) -> Secret:
 def _read_webhook_secret(reader: _Reader) -> Secret:
     value = reader.raw("WEBHOOK_SECRET_TOKEN")
     if value is None:
+        return Secret()
+    if reader.placeholder("WEBHOOK_SECRET_TOKEN", value, "a long random string of your own"):
         return Secret()
     if not _WEBHOOK_SECRET_RE.fullmatch(value):
         reader.bad(
@@ -396,6 +430,31 @@ def _check_model_defaults(
         reader.problems.append(problem)
 
 
+def _read_failure_delay(reader: _Reader) -> float:
+    return reader.parsed(
+        "STARTUP_FAILURE_DELAY_SECONDS",
+        0.0,
+        _parse_seconds(allow_zero=True),
+        "a number of seconds ≥ 0 (0 exits at once)",
+    )
+
+
+def startup_failure_delay(env: Mapping[str, str]) -> float:
+    """Return STARTUP_FAILURE_DELAY_SECONDS even when other settings are bad (0 if it is bad)."""
+    return _read_failure_delay(_Reader(env))
+
+
+def startup_warnings(settings: Settings) -> list[str]:
+    """Return what an operator should know about a valid but risky configuration."""
+    warnings = []
+    if not settings.allowed_user_ids and not settings.allowed_chat_ids:
+        warnings.append(
+            "the bot is open to everyone: neither ALLOWED_USER_IDS nor ALLOWED_CHAT_IDS is set, "
+            "so anyone who finds it can make pictures on your API key"
+        )
+    return warnings
+
+
 def load_settings(env: Mapping[str, str], *, require_telegram: bool = True) -> Settings:
     """Parse `env` into `Settings`, raising one `ConfigError` that lists every bad variable."""
     r = _Reader(env)
@@ -409,8 +468,8 @@ def load_settings(env: Mapping[str, str], *, require_telegram: bool = True) -> S
     openai_base_url = r.parsed(
         "OPENAI_BASE_URL",
         DEFAULT_OPENAI_BASE_URL,
-        _parse_url(https_only=False),
-        "an http(s) URL with a host, like https://api.openai.com/v1",
+        _parse_base_url,
+        "an http(s) URL with a host and no #fragment, like https://api.openai.com/v1",
     )
     api_key = _read_api_key(r)
     before_model = len(r.problems)
@@ -454,6 +513,7 @@ def load_settings(env: Mapping[str, str], *, require_telegram: bool = True) -> S
     daily_chat_limit = r.parsed("DAILY_CHAT_IMAGE_LIMIT", 0, _parse_int(0), "a whole number ≥ 0")
     data_dir = r.parsed("DATA_DIR", Path("data"), Path, "a directory path")
     log_level = r.parsed("LOG_LEVEL", "INFO", _parse_log_level, "one of " + ", ".join(LOG_LEVELS))
+    failure_delay = _read_failure_delay(r)
     webhook_url = r.parsed(
         "WEBHOOK_URL",
         None,
@@ -491,6 +551,7 @@ def load_settings(env: Mapping[str, str], *, require_telegram: bool = True) -> S
         daily_chat_image_limit=daily_chat_limit,
         data_dir=data_dir,
         log_level=log_level,
+        startup_failure_delay_seconds=failure_delay,
         webhook_url=webhook_url,
         webhook_listen=webhook_listen,
         webhook_port=webhook_port,

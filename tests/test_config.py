@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import ENV_VARS, ConfigError, Secret, Settings, load_settings
+from bot.config import (
+    ENV_VARS,
+    ConfigError,
+    Secret,
+    Settings,
+    load_settings,
+    startup_failure_delay,
+    startup_warnings,
+)
 
 TOKEN = "123456789:AAE-secret_Token-value"
 KEY = "sk-very-secret-api-key-1234"
@@ -56,6 +64,7 @@ def test_defaults() -> None:
     assert s.daily_chat_image_limit == 0
     assert s.data_dir == Path("data")
     assert s.log_level == "INFO"
+    assert s.startup_failure_delay_seconds == 0.0
     assert s.webhook_url is None
     assert not s.use_webhook
     assert s.webhook_listen == "0.0.0.0"
@@ -67,7 +76,7 @@ def test_every_contract_variable_is_read() -> None:
     source = Path("bot/config.py").read_text(encoding="utf-8")
     for name in ENV_VARS:
         assert source.count(f'"{name}"') >= 2, name  # listed in ENV_VARS and parsed
-    assert len(ENV_VARS) == len(set(ENV_VARS)) == 25
+    assert len(ENV_VARS) == len(set(ENV_VARS)) == 26
 
 
 def test_every_field_is_set_from_the_environment() -> None:
@@ -93,6 +102,7 @@ def test_every_field_is_set_from_the_environment() -> None:
         "DAILY_CHAT_IMAGE_LIMIT": "100",
         "DATA_DIR": "/var/lib/bot",
         "LOG_LEVEL": "debug",
+        "STARTUP_FAILURE_DELAY_SECONDS": "30",
         "WEBHOOK_URL": "https://bot.example.com/hook",
         "WEBHOOK_LISTEN": "127.0.0.1",
         "WEBHOOK_PORT": "8080",
@@ -122,6 +132,7 @@ def test_every_field_is_set_from_the_environment() -> None:
     assert s.daily_chat_image_limit == 100
     assert s.data_dir == Path("/var/lib/bot")
     assert s.log_level == "DEBUG"
+    assert s.startup_failure_delay_seconds == 30.0
     assert s.webhook_url == "https://bot.example.com/hook"
     assert s.use_webhook
     assert s.webhook_listen == "127.0.0.1"
@@ -419,3 +430,80 @@ def test_settings_built_directly_are_normalized() -> None:
     assert s.data_dir == Path("d")
     with pytest.raises(TypeError):
         s.openai_extra_body["a"] = 2  # type: ignore[index]
+
+
+# -- an operator's first hour (issue #14) ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("TELEGRAM_BOT_TOKEN", "123456789:AAExampleTokenReplaceMe_with-your-own"),
+        ("OPENAI_API_KEY", "sk-replace-me"),
+        ("WEBHOOK_SECRET_TOKEN", "replace-with-a-long-random-string"),
+        ("OPENAI_API_KEY", "sk-REPLACE-ME-please"),  # half edited
+    ],
+)
+def test_placeholders_from_env_example_are_refused_by_name(name: str, value: str) -> None:
+    env = {"TELEGRAM_BOT_TOKEN": TOKEN, name: value}
+    with pytest.raises(ConfigError) as info:
+        load_settings(env)
+    (problem,) = info.value.problems
+    assert problem.startswith(f"{name}: still the example value from .env.example")
+    assert value not in problem
+
+
+def test_the_cli_refuses_the_placeholder_key_too() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings({"OPENAI_API_KEY": "sk-replace-me"}, require_telegram=False)
+    assert info.value.problems[0].startswith("OPENAI_API_KEY: still the example value")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "https://res.openai.azure.com/openai/deployments/img?api-version=2025-04-01-preview",
+        "http://127.0.0.1:8080/v1?a=1&b=2",
+    ],
+)
+def test_base_url_with_a_query_is_accepted(value: str) -> None:
+    assert load(OPENAI_BASE_URL=value).openai_base_url == value
+
+
+def test_base_url_with_a_fragment_is_refused() -> None:
+    message = single_problem("OPENAI_BASE_URL", "https://api.example.com/v1#images")
+    assert "no #fragment" in message
+
+
+@pytest.mark.parametrize("value", ["-1", "soon", "inf", "nan"])
+def test_bad_startup_failure_delay(value: str) -> None:
+    single_problem("STARTUP_FAILURE_DELAY_SECONDS", value)
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, 0.0),
+        ({"STARTUP_FAILURE_DELAY_SECONDS": "30"}, 30.0),
+        ({"STARTUP_FAILURE_DELAY_SECONDS": "2.5", "DAILY_IMAGE_LIMIT": "bad"}, 2.5),
+        ({"STARTUP_FAILURE_DELAY_SECONDS": "bad"}, 0.0),
+    ],
+)
+def test_startup_failure_delay_is_read_even_when_other_settings_are_bad(
+    env: dict[str, str], expected: float
+) -> None:
+    assert startup_failure_delay(env) == expected
+
+
+def test_an_open_bot_is_warned_about_naming_both_settings() -> None:
+    (warning,) = startup_warnings(load())
+    assert "ALLOWED_USER_IDS" in warning
+    assert "ALLOWED_CHAT_IDS" in warning
+    assert "everyone" in warning
+
+
+@pytest.mark.parametrize(
+    "env", [{"ALLOWED_USER_IDS": "1"}, {"ALLOWED_CHAT_IDS": "-100"}, {"ALLOWED_USER_IDS": "1,2"}]
+)
+def test_a_closed_bot_gets_no_warning(env: dict[str, str]) -> None:
+    assert startup_warnings(load(**env)) == []

@@ -289,6 +289,7 @@ def test_python_m_bot_with_a_corrupted_database_exits_2_with_one_message(
         "PYTHONPATH": str(ROOT),
         **base_env(tg, oai, data),
         "LOG_LEVEL": "INFO",
+        "ALLOWED_USER_IDS": "1001",  # closed, so the "open to everyone" warning stays out
     }
     proc = subprocess.run(
         [sys.executable, "-m", "bot"],

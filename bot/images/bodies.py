@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from urllib.parse import urlsplit, urlunsplit
 
 from bot.capabilities import ImageDescription, ModelCaps
 
@@ -73,5 +74,11 @@ def form(fields: Mapping[str, object]) -> dict[str, str]:
 
 
 def endpoint_url(base_url: str, endpoint: str) -> str:
-    """Return the URL of one images endpoint (`generations`, `edits`, `variations`)."""
-    return f"{base_url.rstrip('/')}/images/{endpoint}"
+    """Return the URL of one images endpoint (`generations`, `edits`, `variations`).
+
+    The path is joined before the base URL's query, which is kept: Azure-style fronts want
+    `…/deployments/<name>/images/generations?api-version=…`.
+    """
+    parts = urlsplit(base_url)
+    path = f"{parts.path.rstrip('/')}/images/{endpoint}"
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))

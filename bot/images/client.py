@@ -18,7 +18,6 @@ import base64
 import binascii
 import logging
 import random as _random
-import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from bot.images.errors import (
     classify_response,
 )
 from bot.images.types import GeneratedImage, ImagesResult, sniff_format
+from bot.redaction import redact, secret_header_values
 
 __all__ = ["ImagesClient"]
 
@@ -48,7 +48,6 @@ logger = logging.getLogger(__name__)
 _DETAIL_LIMIT = 500
 _BACKOFF_BASE = 0.5
 _BACKOFF_CAP = 8.0
-_KEY_PATTERN = re.compile(r"\bsk-[A-Za-z0-9_\-*]{4,}")
 
 
 class _Retry(Exception):
@@ -296,10 +295,8 @@ class ImagesClient:
         return await self._result(payload, call.model, started)
 
     def _scrub(self, text: str) -> str:
-        if self._api_key:
-            text = text.replace(self._api_key, "***")
-        text = _KEY_PATTERN.sub("sk-***", text)
-        text = " ".join(text.split())
+        secrets = (self._api_key, *secret_header_values(self._api_headers))
+        text = " ".join(redact(text, secrets).split())
         return text if len(text) <= _DETAIL_LIMIT else text[: _DETAIL_LIMIT - 1] + "…"
 
     def _transport_error(self, exc: httpx.HTTPError, what: str) -> Exception:

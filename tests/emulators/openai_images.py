@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import functools
 import io
 import itertools
@@ -223,6 +224,7 @@ class RecordedRequest:
     form: Mapping[str, str] | None = None
     files: Mapping[str, tuple[RecordedFile, ...]] | None = None
     at: float = 0.0
+    query: Mapping[str, str] = field(default_factory=dict)  # the URL's query parameters
 
     @property
     def endpoint(self) -> str | None:
@@ -457,6 +459,7 @@ class OpenAIEmulator:
     async def _api(self, request: web.Request) -> web.StreamResponse:
         endpoint = request.match_info["endpoint"]
         recorded, body, problems = await self._read(request, endpoint)
+        recorded = dataclasses.replace(recorded, query=dict(request.query))
         with self._changed:
             self._state.requests.append(recorded)
             self._state.in_flight += 1
