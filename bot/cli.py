@@ -211,6 +211,7 @@ async def fetch(job: Job) -> ImagesResult:
         api_key=settings.openai_api_key.get(),
         extra_headers=settings.openai_extra_headers,
         timeout=settings.image_timeout_seconds,
+        max_response_bytes=settings.image_max_response_bytes,
     ) as client:
         return await client.generate(job.description, job.caps)
 

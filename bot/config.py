@@ -30,6 +30,7 @@ ENV_VARS: tuple[str, ...] = (
     "DEFAULT_IMAGE_SIZE",
     "DEFAULT_IMAGE_QUALITY",
     "IMAGE_TIMEOUT_SECONDS",
+    "IMAGE_MAX_RESPONSE_MB",
     "MAX_CONCURRENT_GENERATIONS",
     "MAX_INFLIGHT_PER_USER",
     "STATUS_MESSAGE_DELAY_SECONDS",
@@ -45,6 +46,9 @@ ENV_VARS: tuple[str, ...] = (
     "WEBHOOK_LISTEN",
     "WEBHOOK_PORT",
     "WEBHOOK_SECRET_TOKEN",
+    "TELEGRAM_UPLOAD_LIMIT_MB",
+    "ORIGINALS_MAX_MB",
+    "STALE_COMMAND_SECONDS",
 )
 """Every environment variable `load_settings` reads, in the order of the contract table."""
 
@@ -134,6 +138,7 @@ class Settings:
     default_image_size: str | None = None
     default_image_quality: str | None = None
     image_timeout_seconds: float = 180.0
+    image_max_response_mb: int = 64
     max_concurrent_generations: int = 16
     max_inflight_per_user: int = 2
     status_message_delay_seconds: float = 8.0
@@ -149,6 +154,9 @@ class Settings:
     webhook_listen: str = "0.0.0.0"
     webhook_port: int = 8443
     webhook_secret_token: Secret = field(default_factory=Secret)
+    telegram_upload_limit_mb: int = 50
+    originals_max_mb: int = 1024
+    stale_command_seconds: float = 600.0
 
     def __post_init__(self) -> None:
         # Normalize values given directly (tests, other callers) the way load_settings does.
@@ -174,6 +182,21 @@ class Settings:
     def bot_file_base_url(self) -> str:
         """Return the Bot API file base URL to which python-telegram-bot appends the token."""
         return f"{self.telegram_api_url}/file/bot"
+
+    @property
+    def telegram_upload_limit_bytes(self) -> int:
+        """Return the largest file the Bot API server accepts, in bytes (MB as Telegram counts)."""
+        return self.telegram_upload_limit_mb * 1_000_000
+
+    @property
+    def originals_max_bytes(self) -> int:
+        """Return the disk space the kept originals may use, in bytes."""
+        return self.originals_max_mb * 1_000_000
+
+    @property
+    def image_max_response_bytes(self) -> int:
+        """Return the cap on one images answer body (and one `url` download), in bytes."""
+        return self.image_max_response_mb * 1024 * 1024
 
     @property
     def use_webhook(self) -> bool:
@@ -386,6 +409,14 @@ def _read_headers(reader: _Reader) -> dict[str, str]:
                 name, f'a JSON object of string values, but "{key}" is not a one-line string'
             )
             return {}
+        if not all(ch == "\t" or " " <= ch <= "~" for ch in item):
+            # HTTP sends header values as ASCII; anything else cannot be sent at all.
+            reader.bad(
+                name,
+                f'header values of printable ASCII, but "{key}" has other characters '
+                "(value not shown)",
+            )
+            return {}
     return {str(key): str(item) for key, item in loaded.items()}
 
 
@@ -498,6 +529,12 @@ def load_settings(env: Mapping[str, str], *, require_telegram: bool = True) -> S
         _parse_seconds(allow_zero=False),
         "a number of seconds > 0",
     )
+    max_response_mb = r.parsed(
+        "IMAGE_MAX_RESPONSE_MB",
+        64,
+        _parse_int(1, 4096),
+        "a whole number of megabytes from 1 to 4096",
+    )
     max_concurrent = r.parsed("MAX_CONCURRENT_GENERATIONS", 16, _parse_int(1), "a whole number ≥ 1")
     max_inflight = r.parsed("MAX_INFLIGHT_PER_USER", 2, _parse_int(1), "a whole number ≥ 1")
     status_delay = r.parsed(
@@ -527,6 +564,21 @@ def load_settings(env: Mapping[str, str], *, require_telegram: bool = True) -> S
         "WEBHOOK_PORT", 8443, _parse_int(1, 65535), "a port number from 1 to 65535"
     )
     webhook_secret = _read_webhook_secret(r)
+    upload_limit = r.parsed(
+        "TELEGRAM_UPLOAD_LIMIT_MB",
+        50,
+        _parse_int(1, 2000),
+        "a whole number of megabytes from 1 to 2000 (50 for api.telegram.org)",
+    )
+    originals_max = r.parsed(
+        "ORIGINALS_MAX_MB", 1024, _parse_int(1), "a whole number of megabytes ≥ 1"
+    )
+    stale_seconds = r.parsed(
+        "STALE_COMMAND_SECONDS",
+        600.0,
+        _parse_seconds(allow_zero=True),
+        "a number of seconds ≥ 0 (0 runs every command, however old)",
+    )
     if r.problems:
         raise ConfigError(r.problems)
     return Settings(
@@ -541,6 +593,7 @@ def load_settings(env: Mapping[str, str], *, require_telegram: bool = True) -> S
         default_image_size=default_size,
         default_image_quality=default_quality,
         image_timeout_seconds=timeout,
+        image_max_response_mb=max_response_mb,
         max_concurrent_generations=max_concurrent,
         max_inflight_per_user=max_inflight,
         status_message_delay_seconds=status_delay,
@@ -556,4 +609,7 @@ def load_settings(env: Mapping[str, str], *, require_telegram: bool = True) -> S
         webhook_listen=webhook_listen,
         webhook_port=webhook_port,
         webhook_secret_token=webhook_secret,
+        telegram_upload_limit_mb=upload_limit,
+        originals_max_mb=originals_max,
+        stale_command_seconds=stale_seconds,
     )

@@ -535,10 +535,22 @@ def test_generate_timeout(tmp_path: Path, emulator: OpenAIEmulator) -> None:
     assert "(timeout)" in err
 
 
+def test_generate_deadline_covers_retry_waits(tmp_path: Path, emulator: OpenAIEmulator) -> None:
+    # The images client holds the whole-call deadline, so the CLI has it too: a Retry-After
+    # longer than what is left is not waited for; the 429 is the answer.
+    emulator.queue_faults([Fault.http(429, retry_after=30)])
+    status, out, err = generate_at(
+        ["cat", "--timeout", "2", "-o", str(tmp_path)], emu_env(emulator)
+    )
+    assert_one_line_failure(status, out, err, 1)
+    assert "(rate_limited)" in err
+    assert len(emulator.api_requests) == 1
+
+
 def test_generate_subprocess_retries_stay_off_stderr(
     tmp_path: Path, emulator: OpenAIEmulator
 ) -> None:
-    emulator.queue_faults([500, 500, 500])
+    emulator.queue_faults([503, 503, 503])  # quick 503s: the ones worth another POST
     done = run_bot(["generate", "cat", "-o", "out"], cwd=tmp_path, env=emu_env(emulator))
     assert done.returncode == 1
     assert done.stderr.splitlines() == [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,8 @@ def test_defaults() -> None:
     assert s.default_image_size is None
     assert s.default_image_quality is None
     assert s.image_timeout_seconds == 180.0
+    assert s.image_max_response_mb == 64
+    assert s.image_max_response_bytes == 64 * 1024 * 1024
     assert s.max_concurrent_generations == 16
     assert s.max_inflight_per_user == 2
     assert s.status_message_delay_seconds == 8.0
@@ -70,13 +73,22 @@ def test_defaults() -> None:
     assert s.webhook_listen == "0.0.0.0"
     assert s.webhook_port == 8443
     assert s.webhook_secret_token.get() == ""
+    assert s.telegram_upload_limit_mb == 50
+    assert s.telegram_upload_limit_bytes == 50_000_000
+    assert s.originals_max_mb == 1024
+    assert s.stale_command_seconds == 600.0
 
 
 def test_every_contract_variable_is_read() -> None:
     source = Path("bot/config.py").read_text(encoding="utf-8")
     for name in ENV_VARS:
         assert source.count(f'"{name}"') >= 2, name  # listed in ENV_VARS and parsed
-    assert len(ENV_VARS) == len(set(ENV_VARS)) == 26
+    assert len(ENV_VARS) == len(set(ENV_VARS))
+    example = Path(".env.example").read_text(encoding="utf-8")
+    readme = Path("README.md").read_text(encoding="utf-8")
+    for name in ENV_VARS:
+        assert f"{name}=" in example, f"{name} is not in .env.example"
+        assert f"`{name}`" in readme, f"{name} is not in the README"
 
 
 def test_every_field_is_set_from_the_environment() -> None:
@@ -92,6 +104,7 @@ def test_every_field_is_set_from_the_environment() -> None:
         "DEFAULT_IMAGE_SIZE": "1792×1024",
         "DEFAULT_IMAGE_QUALITY": "HD",
         "IMAGE_TIMEOUT_SECONDS": "60.5",
+        "IMAGE_MAX_RESPONSE_MB": "128",
         "MAX_CONCURRENT_GENERATIONS": "4",
         "MAX_INFLIGHT_PER_USER": "1",
         "STATUS_MESSAGE_DELAY_SECONDS": "0",
@@ -107,6 +120,9 @@ def test_every_field_is_set_from_the_environment() -> None:
         "WEBHOOK_LISTEN": "127.0.0.1",
         "WEBHOOK_PORT": "8080",
         "WEBHOOK_SECRET_TOKEN": "s3cret_-TOKEN",
+        "TELEGRAM_UPLOAD_LIMIT_MB": "2000",
+        "ORIGINALS_MAX_MB": "64",
+        "STALE_COMMAND_SECONDS": "120",
     }
     assert set(env) == set(ENV_VARS)
     s = load_settings(env)
@@ -122,6 +138,7 @@ def test_every_field_is_set_from_the_environment() -> None:
     assert s.default_image_size == "1792x1024"
     assert s.default_image_quality == "hd"
     assert s.image_timeout_seconds == 60.5
+    assert s.image_max_response_bytes == 128 * 1024 * 1024
     assert s.max_concurrent_generations == 4
     assert s.max_inflight_per_user == 1
     assert s.status_message_delay_seconds == 0.0
@@ -138,6 +155,9 @@ def test_every_field_is_set_from_the_environment() -> None:
     assert s.webhook_listen == "127.0.0.1"
     assert s.webhook_port == 8080
     assert s.webhook_secret_token.get() == "s3cret_-TOKEN"
+    assert s.telegram_upload_limit_mb == 2000
+    assert s.originals_max_mb == 64
+    assert s.stale_command_seconds == 120.0
 
 
 def test_settings_is_frozen_and_mappings_are_read_only() -> None:
@@ -251,6 +271,26 @@ def test_header_values_are_not_echoed() -> None:
     message = single_problem("OPENAI_EXTRA_HEADERS", '{"api-key": ["hidden-value"]}')
     assert "hidden-value" not in message
     assert "api-key" in message
+
+
+@pytest.mark.parametrize("value", ["sécret-clé", "ключ", "tab\tok\u0001", "emoji 🔑"])
+def test_header_values_must_be_printable_ascii(value: str) -> None:
+    # HTTP cannot send them (a UnicodeEncodeError escaped the images client before).
+    headers = json.dumps({"X-Api-Key": value})
+    message = single_problem("OPENAI_EXTRA_HEADERS", headers)
+    assert "printable ASCII" in message
+    assert "X-Api-Key" in message
+    assert value not in message and headers not in message
+
+
+def test_header_value_with_a_tab_is_fine() -> None:
+    settings = load(OPENAI_EXTRA_HEADERS='{"X-Title": "my\\tbot ~ v1"}')
+    assert dict(settings.openai_extra_headers) == {"X-Title": "my\tbot ~ v1"}
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "1.5", "lots", "4097"])
+def test_bad_max_response(value: str) -> None:
+    assert "megabytes" in single_problem("IMAGE_MAX_RESPONSE_MB", value)
 
 
 @pytest.mark.parametrize("name", ["ALLOWED_USER_IDS", "ALLOWED_CHAT_IDS", "ADMIN_USER_IDS"])
@@ -390,6 +430,9 @@ def test_all_problems_reported_at_once() -> None:
         "WEBHOOK_PORT": "0",
         "WEBHOOK_SECRET_TOKEN": "bad secret",
         "DEFAULT_IMAGE_SIZE": "big",
+        "TELEGRAM_UPLOAD_LIMIT_MB": "0",
+        "ORIGINALS_MAX_MB": "x",
+        "STALE_COMMAND_SECONDS": "-1",
     }
     with pytest.raises(ConfigError) as info:
         load_settings(env)
@@ -430,6 +473,33 @@ def test_settings_built_directly_are_normalized() -> None:
     assert s.data_dir == Path("d")
     with pytest.raises(TypeError):
         s.openai_extra_body["a"] = 2  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "attr", "expected"),
+    [
+        ("TELEGRAM_UPLOAD_LIMIT_MB", "2000", "telegram_upload_limit_mb", 2000),
+        ("ORIGINALS_MAX_MB", "1", "originals_max_mb", 1),
+        ("STALE_COMMAND_SECONDS", "0", "stale_command_seconds", 0.0),
+        ("STALE_COMMAND_SECONDS", "90.5", "stale_command_seconds", 90.5),
+    ],
+)
+def test_telegram_limits_are_read(name: str, value: str, attr: str, expected: object) -> None:
+    assert getattr(load(**{name: value}), attr) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("TELEGRAM_UPLOAD_LIMIT_MB", "2001"),
+        ("TELEGRAM_UPLOAD_LIMIT_MB", "0"),
+        ("ORIGINALS_MAX_MB", "0"),
+        ("ORIGINALS_MAX_MB", "1.5"),
+        ("STALE_COMMAND_SECONDS", "soon"),
+    ],
+)
+def test_bad_telegram_limits(name: str, value: str) -> None:
+    assert "expected" in single_problem(name, value)
 
 
 # -- an operator's first hour (issue #14) ---------------------------------------------------

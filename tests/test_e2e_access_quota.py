@@ -196,7 +196,7 @@ async def test_request_over_what_is_left_is_refused_whole(make_bot) -> None:
 
 async def test_backend_failures_are_refunded(make_bot) -> None:
     async with make_bot(DAILY_IMAGE_LIMIT="3", ADMIN_USER_IDS=str(ADMIN)) as bot:
-        bot.oai.queue_faults([500, 500, 500])
+        bot.oai.queue_faults([503, 503, 503])  # quick 503s: retried, then unavailable
         failed = bot.send("/image yellow alpaca x2")
         assert "unavailable" in (await final_text(bot, failed)).lower()
         assert len(bot.oai.api_requests) == 3

@@ -9,7 +9,8 @@ from PIL import Image
 
 from tests.conftest import USER
 
-MAX_UPLOAD = 4 * 1024 * 1024  # the images API's limit for edit/variation PNG uploads
+DALLE2_MAX_UPLOAD = 4 * 1024 * 1024  # dall-e-2 takes a square PNG of at most 4 MB
+MAX_UPLOAD = 50 * 1024 * 1024  # GPT image models take png, jpeg or webp of at most 50 MB
 
 
 def png(width: int = 64, height: int = 64, color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
@@ -42,16 +43,17 @@ def buttons(message) -> list[dict]:
     return [button for row in markup.get("inline_keyboard", []) for button in row]
 
 
-def only_edit_request(bot):
+def only_edit_request(bot, *, content_type: str = "image/png", limit: int = MAX_UPLOAD):
     """Return the one API request, checking it is a valid multipart edit."""
     (request,) = bot.oai.api_requests
     assert request.endpoint == "edits"
     assert request.form is not None and request.json is None
     assert bot.oai.invalid_requests == []
     (image,) = request.files["image"]
-    assert image.data.startswith(b"\x89PNG\r\n\x1a\n")
-    assert image.content_type == "image/png"
-    assert len(image.data) <= MAX_UPLOAD
+    assert image.content_type == content_type
+    if content_type == "image/png":
+        assert image.data.startswith(b"\x89PNG\r\n\x1a\n")
+    assert len(image.data) <= limit
     return request, image.data
 
 
@@ -77,16 +79,31 @@ async def test_edit_replying_to_a_users_photo(make_bot) -> None:
         assert len(buttons(result)) == 3
 
 
-async def test_jpeg_photo_is_converted_to_png(make_bot) -> None:
+def jpeg(width: int, height: int) -> bytes:
     buffer = io.BytesIO()
-    Image.new("RGB", (160, 120), (30, 90, 200)).save(buffer, format="JPEG", quality=95)
-    source = buffer.getvalue()
+    Image.new("RGB", (width, height), (30, 90, 200)).save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue()
+
+
+async def test_jpeg_photo_is_sent_as_it_is(make_bot) -> None:
+    # GPT image models take jpeg: no re-encoding, named and typed for what it is.
+    source = jpeg(160, 120)
     async with make_bot() as bot:
         photo = bot.send("", photo_bytes=source)
         msg = bot.send("/edit make it night", reply_to=photo)
         await bot.replies(msg, kinds=("photo",))
-        _, uploaded = only_edit_request(bot)
-        assert pixels(uploaded) == pixels(source)
+        request, uploaded = only_edit_request(bot, content_type="image/jpeg")
+        assert uploaded == source
+        assert request.files["image"][0].filename == "image.jpg"
+
+
+async def test_jpeg_photo_becomes_a_square_png_for_dalle2(make_bot) -> None:
+    async with make_bot(IMAGE_MODEL="dall-e-2") as bot:
+        photo = bot.send("", photo_bytes=jpeg(160, 120))
+        msg = bot.send("/edit make it night", reply_to=photo)
+        await bot.replies(msg, kinds=("photo",))
+        _, uploaded = only_edit_request(bot, limit=DALLE2_MAX_UPLOAD)
+        assert pixels(uploaded)[0] == (120, 120)
 
 
 async def test_photo_with_edit_caption(make_bot) -> None:
@@ -174,14 +191,26 @@ async def test_edit_without_a_prompt(make_bot) -> None:
         assert bot.tg.calls_of("getFile") == []
 
 
-async def test_oversized_picture_is_shrunk_under_the_limit(make_bot) -> None:
+async def test_picture_over_4_mb_is_sent_as_it_is_to_gpt_image(make_bot) -> None:
     source = noisy_png(1200)
-    assert len(source) > MAX_UPLOAD
+    assert len(source) > DALLE2_MAX_UPLOAD
     async with make_bot() as bot:
         photo = bot.send("", photo_bytes=source)
         msg = bot.send("/edit make it night", reply_to=photo)
         (result,) = await bot.replies(msg, kinds=("photo",))
         _, uploaded = only_edit_request(bot)
+        assert uploaded == source
+        assert result.data is not None
+
+
+async def test_oversized_picture_is_shrunk_under_the_limit_for_dalle2(make_bot) -> None:
+    source = noisy_png(1200)
+    assert len(source) > DALLE2_MAX_UPLOAD
+    async with make_bot(IMAGE_MODEL="dall-e-2") as bot:
+        photo = bot.send("", photo_bytes=source)
+        msg = bot.send("/edit make it night", reply_to=photo)
+        (result,) = await bot.replies(msg, kinds=("photo",))
+        _, uploaded = only_edit_request(bot, limit=DALLE2_MAX_UPLOAD)
         (width, height), _ = pixels(uploaded)
         assert width == height and 0 < width < 1200
         assert result.data is not None

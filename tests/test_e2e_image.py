@@ -348,10 +348,12 @@ async def test_image_without_prompt_or_reply_gets_usage(make_bot) -> None:
 async def test_url_answer_is_downloaded_and_uploaded_as_bytes(make_bot) -> None:
     async with make_bot() as bot:
         bot.oai.answer_with = "url"
+        bot.oai.url_origin = "cdn"  # pictures on another host, as with OpenAI's blob storage
         msg = bot.send("/image sunflower 1024x1536")
         (photo,) = await bot.replies(msg, kinds=("photo",))
         downloads = [r for r in bot.oai.requests if r.path.startswith("/files/")]
         assert len(downloads) == 1
+        assert downloads[0].server == "cdn"
         assert "Authorization" not in downloads[0].headers  # the key goes only to the API
         (call,) = bot.tg.calls_of("sendPhoto")
         assert "photo" in call.files  # uploaded, not passed on as a URL

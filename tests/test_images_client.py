@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import os
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -29,21 +31,29 @@ from bot.images import (
     build_generation_body,
     sniff_format,
 )
+from bot.images import client as client_module
 from bot.prompt import ImageOptions
-from tests.emulators.openai_images import Fault, OpenAIEmulator, render_picture
+from tests.emulators.openai_images import Fault, OpenAIEmulator, big_picture, render_picture
 
 API_KEY = "sk-test-0123456789abcdef"
 FIXED_NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 class RecordingSleep:
-    """Stand-in for asyncio.sleep that records the delays and returns at once."""
+    """Stand-in for asyncio.sleep that records the delays and returns at once.
+
+    `monotonic` is the client's clock: real time plus every wait "slept", so the whole-call
+    deadline sees the waits as if they had happened.
+    """
 
     def __init__(self) -> None:
         self.calls: list[float] = []
 
     async def __call__(self, seconds: float) -> None:
         self.calls.append(seconds)
+
+    def monotonic(self) -> float:
+        return time.monotonic() + sum(self.calls)
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +69,12 @@ def emu(emulator: OpenAIEmulator) -> Iterator[OpenAIEmulator]:
     emulator.answer_with = "b64_json"
     emulator.delay = 0.0
     emulator.image_bytes = None
+    emulator.big_pictures = False
+    emulator.redirect_hops = 0
+    emulator.redirect_to = "api"
+    emulator.url_origin = "api"
+    emulator.chunked = False
+    emulator.answer_url = None
     yield emulator
     assert emulator.invalid_requests == []
 
@@ -73,9 +89,10 @@ def make_client(emu: OpenAIEmulator, sleeps: RecordingSleep, **overrides: Any) -
         "base_url": emu.base_url,
         "api_key": API_KEY,
         "sleep": sleeps,
+        "monotonic": sleeps.monotonic,
         "clock": lambda: FIXED_NOW,
         "random": lambda: 0.5,
-        "timeout": 5.0,
+        "timeout": 120.0,
     }
     options.update(overrides)
     return ImagesClient(**options)
@@ -93,6 +110,23 @@ def describe(model: str, prompt: str = "a yellow alpaca", **options: Any) -> Ima
 
 async def generate(client: ImagesClient, model: str, **options: Any) -> Any:
     return await client.generate(describe(model, **options), caps_for(model))
+
+
+async def generate_from_urls(
+    emu: OpenAIEmulator, sleeps: RecordingSleep, *, count: int = 1, **emulator: Any
+) -> Any:
+    """Generate with `url` answers (emulator attributes as given), sending an extra header."""
+    emu.answer_with = "url"
+    for name, value in emulator.items():
+        setattr(emu, name, value)
+    async with make_client(emu, sleeps, extra_headers={"X-Org": "acme"}) as client:
+        return await generate(client, "gpt-image-1", count=count)
+
+
+def assert_without_api_headers(downloads: list[Any]) -> None:
+    for download in downloads:
+        assert "Authorization" not in download.headers
+        assert "X-Org" not in download.headers
 
 
 def picture_size(data: bytes) -> tuple[int, int]:
@@ -142,22 +176,31 @@ async def test_transparent_background(client: ImagesClient, emu: OpenAIEmulator)
     assert emu.api_requests[0].json["output_format"] == "png"
 
 
-async def test_url_answer_is_downloaded_without_credentials(
+async def test_url_answer_on_another_origin_is_downloaded_without_credentials(
     emu: OpenAIEmulator, sleeps: RecordingSleep
 ) -> None:
-    emu.answer_with = "url"
-    async with make_client(emu, sleeps, extra_headers={"X-Org": "acme"}) as client:
-        result = await generate(client, "gpt-image-1", count=2)
+    result = await generate_from_urls(emu, sleeps, count=2, url_origin="cdn")
     assert len(result.images) == 2
     for image in result.images:
-        assert image.source_url is not None and image.source_url.startswith(emu.url + "/files/")
+        assert image.source_url is not None
+        assert image.source_url.startswith(emu.cdn_url + "/files/")
         assert picture_size(image.data) == (1024, 1024)
         assert image.output_format == "png"
-    downloads = [request for request in emu.requests if request.path.startswith("/files/")]
-    assert len(downloads) == 2
-    for download in downloads:
-        assert "Authorization" not in download.headers
-        assert "X-Org" not in download.headers
+    downloads = emu.downloads
+    assert [download.server for download in downloads] == ["cdn", "cdn"]
+    assert_without_api_headers(downloads)
+
+
+async def test_url_answer_on_the_api_origin_gets_the_api_headers(
+    emu: OpenAIEmulator, sleeps: RecordingSleep
+) -> None:
+    # A self-hosted server may guard its files with the same key; it is its own origin.
+    result = await generate_from_urls(emu, sleeps)
+    assert len(result.images) == 1
+    [download] = emu.downloads
+    assert download.server == "api"
+    assert download.headers["Authorization"] == f"Bearer {API_KEY}"
+    assert download.headers["X-Org"] == "acme"
 
 
 async def test_data_url_answer(sleeps: RecordingSleep) -> None:
@@ -432,12 +475,13 @@ async def test_read_timeout(emu: OpenAIEmulator, sleeps: RecordingSleep) -> None
             await generate(client, "gpt-image-2")
     assert time.perf_counter() - started < 3
     assert caught.value.kind == "timeout"
-    assert isinstance(caught.value.__cause__, httpx.ReadTimeout)
+    # The whole-call deadline or httpx's read timeout, whichever fires first; never retried.
+    assert isinstance(caught.value.__cause__, TimeoutError | httpx.ReadTimeout)
     assert len(emu.api_requests) == 1
     assert sleeps.calls == []
 
 
-# -- retries ------------------------------------------------------------------------------------
+# -- the retry policy, case by case: every test counts the POSTs (each one a paid call) ---------
 
 
 async def test_retry_after_seconds(
@@ -489,52 +533,79 @@ async def test_rate_limited_after_every_attempt(
     assert len(emu.api_requests) == 3
 
 
-async def test_server_error_then_success(
-    client: ImagesClient, emu: OpenAIEmulator, sleeps: RecordingSleep
+@pytest.mark.parametrize("status", [502, 503, 504])
+async def test_quick_gateway_error_then_success(
+    client: ImagesClient, emu: OpenAIEmulator, sleeps: RecordingSleep, status: int
 ) -> None:
-    emu.queue_faults([500])
+    emu.queue_faults([status])
     result = await generate(client, "gpt-image-2")
     assert len(result.images) == 1
     assert sleeps.calls == [0.25]
     assert len(emu.api_requests) == 2
 
 
-@pytest.mark.parametrize(
-    "fault",
-    [
-        500,
-        502,
-        503,
-        "garbage",
-        "bad_base64",
-        "empty_data",
-        "disconnect",
-        Fault.http(500, body="oops"),
-    ],
-)
-async def test_unavailable_after_every_attempt(
-    client: ImagesClient, emu: OpenAIEmulator, sleeps: RecordingSleep, fault: Fault | int | str
+@pytest.mark.parametrize("status", [502, 503, 504])
+async def test_quick_gateway_error_after_every_attempt(
+    client: ImagesClient, emu: OpenAIEmulator, sleeps: RecordingSleep, status: int
 ) -> None:
-    emu.queue_faults([fault] * 3)
+    emu.queue_faults([status] * 3)
     with pytest.raises(ImagesUnavailable) as caught:
         await generate(client, "gpt-image-2")
-    assert caught.value.kind == "unavailable"
+    assert caught.value.status == status
     assert len(emu.api_requests) == 3
     assert sleeps.calls == [0.25, 0.5]
 
 
-@pytest.mark.parametrize("fault", ["garbage", "bad_base64", "empty_data", "disconnect"])
-async def test_garbled_answer_then_success(
-    client: ImagesClient, emu: OpenAIEmulator, fault: str
+@pytest.mark.parametrize(
+    "fault",
+    [
+        pytest.param(500, id="500"),
+        pytest.param(Fault.http(500, body="oops"), id="500_text"),
+        pytest.param(Fault.http(501), id="501"),
+        pytest.param("garbage", id="malformed_json"),
+        pytest.param("bad_base64", id="bad_base64"),
+        pytest.param("empty_data", id="no_data"),
+        pytest.param("disconnect", id="reset_after_send"),
+    ],
+)
+async def test_final_without_a_second_post(
+    client: ImagesClient, emu: OpenAIEmulator, sleeps: RecordingSleep, fault: Fault | int | str
 ) -> None:
-    emu.queue_faults([fault])
-    result = await generate(client, "gpt-image-2")
-    assert len(result.images) == 1
-    assert len(emu.api_requests) == 2
+    # The service had the whole request and may have drawn (and billed) the pictures.
+    emu.queue_faults([fault, fault])
+    with pytest.raises(ImagesUnavailable) as caught:
+        await generate(client, "gpt-image-2")
+    assert caught.value.kind == "unavailable"
+    assert caught.value.method == "POST"
+    assert len(emu.api_requests) == 1
+    assert sleeps.calls == []
+
+
+@pytest.mark.parametrize("status", [524, 504, 503])
+async def test_gateway_error_after_a_long_wait_is_final(
+    emu: OpenAIEmulator, sleeps: RecordingSleep, status: int
+) -> None:
+    # Like Cloudflare's 524 after 100 s: the upstream may have been drawing all along.
+    emu.queue_faults([Fault.http(status, after=0.4), 200])
+    async with make_client(emu, sleeps, quick_failure_seconds=0.2) as client:
+        with pytest.raises(ImagesUnavailable) as caught:
+            await generate(client, "gpt-image-2")
+    assert caught.value.status == status
+    assert len(emu.api_requests) == 1
+    assert sleeps.calls == []
+
+
+async def test_524_even_when_quick_is_final(
+    client: ImagesClient, emu: OpenAIEmulator, sleeps: RecordingSleep
+) -> None:
+    emu.queue_faults([524])
+    with pytest.raises(ImagesUnavailable):
+        await generate(client, "gpt-image-2")
+    assert len(emu.api_requests) == 1
 
 
 async def test_backoff_is_capped(emu: OpenAIEmulator, sleeps: RecordingSleep) -> None:
-    emu.queue_faults([500] * 6)
+    emu.queue_faults([503] * 6)
     async with make_client(emu, sleeps, max_attempts=7, random=lambda: 1.0) as client:
         await generate(client, "gpt-image-2")
     assert sleeps.calls == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0]
@@ -555,24 +626,333 @@ async def test_connection_refused(sleeps: RecordingSleep) -> None:
     assert sleeps.calls == [0.25, 0.5]
 
 
-async def test_download_failure_is_retried(
+def noisy_png(side: int) -> bytes:
+    """Return an incompressible PNG of random pixels (about 3 bytes a pixel)."""
+    image = Image.frombytes("RGB", (side, side), os.urandom(side * side * 3))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+async def test_dropped_before_the_upload_was_sent_is_posted_again(
     client: ImagesClient, emu: OpenAIEmulator, sleeps: RecordingSleep
 ) -> None:
-    emu.answer_with = "url"
-    emu.queue_download_faults([404])
-    result = await generate(client, "gpt-image-1")
+    # A proxy that closes the connection while a 12 MB upload is still being written: the
+    # service never had a whole request, so the POST is made again.
+    source = noisy_png(2000)
+    assert len(source) > 10 * 1024 * 1024
+    emu.queue_faults(["drop_before_body"])
+    description = describe("gpt-image-1", prompt="add a hat")
+    result = await client.edit(description, caps_for("gpt-image-1"), image=source)
     assert len(result.images) == 1
-    assert len(emu.api_requests) == 2
+    first, second = emu.api_requests
+    assert first.files is None  # its body was never read
+    assert second.files is not None and second.files["image"][0].data == source
     assert sleeps.calls == [0.25]
 
 
-async def test_download_too_large(emu: OpenAIEmulator, sleeps: RecordingSleep) -> None:
+# -- `url` answers: the download alone is retried -----------------------------------------------
+
+
+async def test_failed_download_retries_the_download_alone(
+    client: ImagesClient, emu: OpenAIEmulator, sleeps: RecordingSleep
+) -> None:
     emu.answer_with = "url"
-    async with make_client(emu, sleeps, max_download_bytes=1000) as client:
+    emu.queue_download_faults([404, "disconnect"])
+    result = await generate(client, "gpt-image-1")
+    assert len(result.images) == 1
+    assert len(emu.api_requests) == 1
+    assert len(emu.downloads) == 3
+    assert sleeps.calls == [0.25, 0.5]
+
+
+async def test_error_page_served_as_200_is_a_failed_download(
+    client: ImagesClient, emu: OpenAIEmulator, sleeps: RecordingSleep
+) -> None:
+    emu.answer_with = "url"
+    emu.queue_download_faults(["html"])
+    result = await generate(client, "gpt-image-1")
+    assert result.images[0].data.startswith(b"\x89PNG")
+    assert len(emu.api_requests) == 1
+    assert len(emu.downloads) == 2
+
+
+async def test_dead_url_is_unavailable_after_one_post(
+    client: ImagesClient, emu: OpenAIEmulator, sleeps: RecordingSleep
+) -> None:
+    emu.answer_with = "url"
+    emu.queue_download_faults([404, 500, "disconnect", 404])
+    with pytest.raises(ImagesUnavailable) as caught:
+        await generate(client, "gpt-image-1")
+    assert "download" in str(caught.value)
+    assert len(emu.api_requests) == 1
+    assert len(emu.downloads) == 3
+    assert sleeps.calls == [0.25, 0.5]
+
+
+async def test_some_dead_urls_return_the_other_pictures(
+    client: ImagesClient, emu: OpenAIEmulator
+) -> None:
+    emu.answer_with = "url"
+    # Two downloads of up to 3 tries each and 5 failures: one picture fails every try.
+    emu.queue_download_faults([404] * 5)
+    result = await generate(client, "gpt-image-1", count=2)
+    assert len(result.images) == 1
+    assert len(emu.api_requests) == 1
+
+
+async def test_302_chain_on_the_api_origin_is_followed(
+    client: ImagesClient, emu: OpenAIEmulator, sleeps: RecordingSleep
+) -> None:
+    emu.answer_with = "url"
+    emu.redirect_hops = 3
+    result = await generate(client, "gpt-image-1")
+    assert picture_size(result.images[0].data) == (1024, 1024)
+    assert len(emu.api_requests) == 1
+    downloads = emu.downloads
+    assert [d.path.split("/")[1] for d in downloads] == ["hop", "hop", "hop", "files"]
+    assert all(d.headers.get("Authorization") == f"Bearer {API_KEY}" for d in downloads)
+    assert sleeps.calls == []
+
+
+async def test_302_to_another_origin_never_gets_the_key(
+    emu: OpenAIEmulator, sleeps: RecordingSleep
+) -> None:
+    result = await generate_from_urls(emu, sleeps, redirect_hops=2, redirect_to="cdn")
+    assert picture_size(result.images[0].data) == (1024, 1024)
+    assert len(emu.api_requests) == 1
+    first, *elsewhere = emu.downloads
+    assert first.server == "api" and first.headers["Authorization"] == f"Bearer {API_KEY}"
+    assert [d.server for d in elsewhere] == ["cdn", "cdn"]
+    assert_without_api_headers(elsewhere)
+
+
+async def test_redirect_back_to_the_api_origin_stays_without_the_key(
+    emu: OpenAIEmulator, sleeps: RecordingSleep
+) -> None:
+    # Once the chain has left the API's origin, nothing it points to is trusted again.
+    await generate_from_urls(emu, sleeps, url_origin="cdn", redirect_hops=1, redirect_to="api")
+    assert [d.server for d in emu.downloads] == ["cdn", "api"]
+    assert_without_api_headers(emu.downloads)
+
+
+async def test_too_many_redirects(
+    client: ImagesClient, emu: OpenAIEmulator, sleeps: RecordingSleep
+) -> None:
+    emu.answer_with = "url"
+    emu.redirect_hops = 6
+    with pytest.raises(ImagesUnavailable) as caught:
+        await generate(client, "gpt-image-1")
+    assert "more than 5" in str(caught.value)
+    assert len(emu.api_requests) == 1
+    assert len(emu.downloads) == 6
+    assert sleeps.calls == []
+
+
+# -- real-sized pictures, the size cap, off the event loop --------------------------------------
+
+
+def test_big_picture_is_real_sized() -> None:
+    data = big_picture()
+    assert 1.5e6 <= len(data) <= 3e6
+    assert picture_size(data) == (1024, 1024)
+    assert big_picture() is data  # drawn once
+
+
+@pytest.mark.parametrize("answer_with", ["b64_json", "url"])
+@pytest.mark.parametrize("chunked", [False, True])
+async def test_megabyte_pictures(
+    client: ImagesClient, emu: OpenAIEmulator, answer_with: str, chunked: bool
+) -> None:
+    emu.big_pictures = True
+    emu.answer_with = answer_with
+    emu.chunked = chunked
+    result = await generate(client, "gpt-image-1", count=3)
+    assert [image.data for image in result.images] == [big_picture()] * 3
+    assert len(emu.api_requests) == 1
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+async def test_oversized_answer_is_final(
+    emu: OpenAIEmulator, sleeps: RecordingSleep, chunked: bool
+) -> None:
+    emu.big_pictures = True
+    emu.chunked = chunked  # without a Content-Length the cap is met while streaming
+    async with make_client(emu, sleeps, max_response_bytes=5 * 1024 * 1024) as client:
+        with pytest.raises(ImagesUnavailable) as caught:
+            await generate(client, "gpt-image-1", count=2)  # about 7.3 MB of base64
+    assert f"over {5 * 1024 * 1024} bytes" in str(caught.value)
+    assert len(emu.api_requests) == 1
+    assert sleeps.calls == []
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+async def test_download_too_large(
+    emu: OpenAIEmulator, sleeps: RecordingSleep, chunked: bool
+) -> None:
+    emu.answer_with = "url"
+    emu.big_pictures = True
+    emu.chunked = chunked
+    async with make_client(emu, sleeps, max_response_bytes=1024 * 1024) as client:
         with pytest.raises(ImagesUnavailable) as caught:
             await generate(client, "gpt-image-1")
-    assert "1000 bytes" in str(caught.value)
+    assert f"{1024 * 1024} bytes" in str(caught.value)
     assert len(emu.api_requests) == 1
+    assert len(emu.downloads) == 1  # a too large picture is not fetched again
+
+
+async def test_answer_is_parsed_and_decoded_off_the_event_loop(
+    client: ImagesClient, emu: OpenAIEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loop_thread = threading.get_ident()
+    threads: list[int] = []
+    original = client_module._read_answer
+
+    def recording(body: bytes) -> Any:
+        threads.append(threading.get_ident())
+        return original(body)
+
+    monkeypatch.setattr(client_module, "_read_answer", recording)
+    emu.big_pictures = True
+    result = await generate(client, "gpt-image-1", count=2)
+    assert len(result.images) == 2
+    assert threads and loop_thread not in threads
+
+
+# -- one deadline over the whole call -----------------------------------------------------------
+
+
+async def test_deadline_leaves_no_time_for_retry_after(
+    emu: OpenAIEmulator, sleeps: RecordingSleep
+) -> None:
+    emu.queue_faults([Fault.http(429, retry_after=30)])
+    async with make_client(emu, sleeps, timeout=10) as client:
+        with pytest.raises(ImagesRateLimited) as caught:
+            await generate(client, "gpt-image-2")
+    assert caught.value.retry_after == 30
+    assert len(emu.api_requests) == 1
+    assert sleeps.calls == []  # a wait that ends past the deadline is not started
+
+
+async def test_deadline_counts_the_waits(emu: OpenAIEmulator, sleeps: RecordingSleep) -> None:
+    emu.queue_faults([Fault.http(429, retry_after=4)] * 3)
+    async with make_client(emu, sleeps, timeout=10, max_attempts=5) as client:
+        with pytest.raises(ImagesRateLimited):
+            await generate(client, "gpt-image-2")
+    assert sleeps.calls == [4.0, 4.0]  # a third 4 s wait would end past 10 s
+    assert len(emu.api_requests) == 3
+
+
+async def test_deadline_cutting_a_retry_raises_the_error_before(
+    emu: OpenAIEmulator, sleeps: RecordingSleep
+) -> None:
+    emu.queue_faults([503, Fault.hang(10)])
+    started = time.perf_counter()
+    async with make_client(emu, sleeps, timeout=0.6) as client:
+        with pytest.raises(ImagesUnavailable) as caught:
+            await generate(client, "gpt-image-2")
+    assert time.perf_counter() - started < 4
+    assert caught.value.status == 503
+    assert isinstance(caught.value.__cause__, TimeoutError)
+    assert len(emu.api_requests) == 2
+
+
+async def test_deadline_covers_downloads(emu: OpenAIEmulator, sleeps: RecordingSleep) -> None:
+    emu.answer_with = "url"
+    emu.queue_download_faults([500, "hang"])
+    started = time.perf_counter()
+    async with make_client(emu, sleeps, timeout=0.6) as client:
+        with pytest.raises(ImagesUnavailable) as caught:
+            await generate(client, "gpt-image-1")
+    assert time.perf_counter() - started < 4
+    assert "HTTP 500" in str(caught.value)  # the last real error, not a timeout
+    assert len(emu.api_requests) == 1
+
+
+# -- nothing but the client's family escapes ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param({"X-Title": "café crème"}, id="non_ascii"),
+        pytest.param({"X-Title": "two\r\nX-Evil: 1"}, id="header_injection"),
+    ],
+)
+async def test_unsendable_header_is_an_images_error(
+    emu: OpenAIEmulator, sleeps: RecordingSleep, headers: dict[str, str]
+) -> None:
+    async with make_client(emu, sleeps, extra_headers=headers) as client:
+        with pytest.raises(ImagesUnavailable) as caught:
+            await generate(client, "gpt-image-2")
+    assert "could not be sent" in str(caught.value)
+    assert headers["X-Title"] not in str(caught.value)
+    assert emu.api_requests == []
+    assert sleeps.calls == []
+
+
+@pytest.mark.parametrize("base_url", ["http://[::1/v1", "ftp://x/v1"])
+async def test_unusable_base_url_is_an_images_error(sleeps: RecordingSleep, base_url: str) -> None:
+    async with ImagesClient(base_url=base_url, api_key=API_KEY, sleep=sleeps) as client:
+        with pytest.raises(ImagesUnavailable):
+            await generate(client, "gpt-image-2")
+    assert sleeps.calls == []
+
+
+@pytest.mark.parametrize("url", ["ftp://host/a.png", "http://[::1/a.png", "file:///etc/x"])
+async def test_unusable_answered_url_is_final(
+    client: ImagesClient, sleeps: RecordingSleep, emu: OpenAIEmulator, url: str
+) -> None:
+    emu.answer_url = url
+    with pytest.raises(ImagesUnavailable) as caught:
+        await generate(client, "gpt-image-1")
+    assert "cannot be downloaded" in str(caught.value)
+    assert len(emu.api_requests) == 1
+    assert emu.downloads == []
+    assert sleeps.calls == []
+
+
+# -- uploads named after their bytes ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fmt", "filename", "content_type"),
+    [
+        ("png", "image.png", "image/png"),
+        ("jpeg", "image.jpg", "image/jpeg"),
+        ("webp", "image.webp", "image/webp"),
+    ],
+)
+async def test_edit_upload_is_typed_after_its_bytes(
+    client: ImagesClient, emu: OpenAIEmulator, fmt: str, filename: str, content_type: str
+) -> None:
+    source = render_picture(300, 200, fmt=fmt)
+    description = describe("gpt-image-1.5", prompt="add a hat")
+    await client.edit(description, caps_for("gpt-image-1.5"), image=source)
+    [request] = emu.api_requests
+    assert request.files is not None
+    [upload] = request.files["image"]
+    assert (upload.filename, upload.content_type, upload.data) == (filename, content_type, source)
+
+
+async def test_emulator_refuses_a_mistyped_upload(emu: OpenAIEmulator) -> None:
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    jpeg = render_picture(64, 64, fmt="jpeg")
+    async with httpx.AsyncClient(headers=headers) as raw:
+        for name, data, content_type, model in [
+            ("a.png", jpeg, "image/png", "gpt-image-1"),
+            ("a.bin", jpeg, "application/octet-stream", "gpt-image-1"),
+            ("a.jpg", jpeg, "image/jpeg", "dall-e-2"),
+            ("a.png", render_picture(64, 32), "image/png", "dall-e-2"),
+        ]:
+            response = await raw.post(
+                f"{emu.base_url}/images/edits",
+                data={"model": model, "prompt": "p"},
+                files={"image": (name, data, content_type)},
+            )
+            assert response.status_code == 400, (name, content_type, model)
+    assert len(emu.invalid_requests) == 4
+    emu.reset()
 
 
 # -- secrets ------------------------------------------------------------------------------------

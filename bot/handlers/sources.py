@@ -14,17 +14,28 @@ from bot.media import inspect_image, to_png_within
 
 logger = logging.getLogger(__name__)
 
-MAX_EDIT_UPLOAD = 4 * 1024 * 1024  # the images API's edit/variation limit for PNG uploads
+MAX_EDIT_UPLOAD = 4 * 1024 * 1024  # dall-e-2's limit for its (square PNG) uploads
+MAX_UPLOAD = 50 * 1024 * 1024  # GPT image models' limit for png, webp and jpeg uploads
+UPLOAD_FORMATS = frozenset({"png", "jpeg", "webp"})  # what GPT image models take as they are
 MAX_SOURCE_DOWNLOAD = 20 * 1024 * 1024  # what the Bot API lets a bot download
 
 
 def upload_ready(data: bytes, *, square: bool) -> bytes:
-    """Return a PNG within the upload limit: the bytes as they are when they already are one."""
+    """Return the picture in a form the images API takes, as it is whenever it already fits.
+
+    `square` is the dall-e-2 rule: a square PNG of at most 4 MB. Every other model (GPT image
+    models, and unknown ones) takes png, jpeg or webp up to 50 MB; anything else becomes a PNG.
+    The client names and types the upload after its bytes.
+    """
     info = inspect_image(data)
-    fits = info.format == "png" and info.size_bytes <= MAX_EDIT_UPLOAD
-    if fits and (not square or info.width == info.height):
-        return data  # re-encoding costs ~0.3 s for a busy 1024x1024 picture and gains nothing
-    return to_png_within(data, max_bytes=MAX_EDIT_UPLOAD, square=square)
+    if square:
+        fits = info.format == "png" and info.size_bytes <= MAX_EDIT_UPLOAD
+        if fits and info.width == info.height:
+            return data  # re-encoding costs ~0.3 s for a busy 1024x1024 picture and gains nothing
+        return to_png_within(data, max_bytes=MAX_EDIT_UPLOAD, square=True)
+    if info.format in UPLOAD_FORMATS and info.size_bytes <= MAX_UPLOAD:
+        return data
+    return to_png_within(data, max_bytes=MAX_UPLOAD)
 
 
 async def fetch_source(
@@ -36,7 +47,7 @@ async def fetch_source(
     size: int | None,
     square: bool,
 ) -> bytes | None:
-    """Download the picture and make it a PNG the images API accepts; else reply why not."""
+    """Download the picture and make it uploadable (see `upload_ready`); else reply why not."""
     if size is not None and size > MAX_SOURCE_DOWNLOAD:
         await reply_plain(message, texts.get(lang, "edit.too_large"))
         return None

@@ -79,6 +79,9 @@ def endpoint_url(base_url: str, endpoint: str) -> str:
     The path is joined before the base URL's query, which is kept: Azure-style fronts want
     `…/deployments/<name>/images/generations?api-version=…`.
     """
-    parts = urlsplit(base_url)
+    try:
+        parts = urlsplit(base_url)
+    except ValueError:  # malformed (config refuses these); the client reports the send failure
+        return f"{base_url.rstrip('/')}/images/{endpoint}"
     path = f"{parts.path.rstrip('/')}/images/{endpoint}"
     return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))

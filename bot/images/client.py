@@ -3,27 +3,61 @@
     async with ImagesClient(base_url="https://api.openai.com/v1", api_key=key) as client:
         result = await client.generate(description, caps_for(description.model))
 
-Errors are the family of `bot.images.errors`; no `httpx` error escapes this module.
+Errors are the family of `bot.images.errors`; no `httpx` (or encoding) error escapes this module:
+whatever goes wrong while building, sending or reading a request becomes an `ImagesError`.
 
-Retries: at most `max_attempts` attempts in all. A 429 waits for `Retry-After` (seconds or an
-HTTP date, capped at `max_retry_after`) or backs off; 5xx, dropped connections and garbled answers
-back off exponentially with full jitter. The API key is sent only to the API (never to the hosts
-of `url` answers) and is scrubbed from every error message.
+One paid call per picture. Every POST may cost the operator money, so another POST is made only
+when the service cannot have produced pictures:
+
+    what happened                                         next
+    ----------------------------------------------------  ----------------------------------
+    connect error / connect timeout / pool timeout        POST again (nothing was sent)
+    connection broke before the body was fully written    POST again (no complete request)
+    429                                                   POST again after Retry-After
+                                                          (capped at `max_retry_after`) or
+                                                          backoff
+    502 / 503 / 504 within `quick_failure_seconds` (10)   POST again after backoff
+    502 / 503 / 504 later, 500, 524, any other 5xx        final: ImagesUnavailable
+    connection reset or closed after the request was sent final: ImagesUnavailable
+    no answer (read timeout)                              final: ImagesTimeout
+    200 whose body is over the cap, not JSON, has no      final: ImagesUnavailable
+    data, bad base64 or only unusable pictures
+    200 with `url` items                                  the download alone is retried
+                                                          (`_DOWNLOAD_ATTEMPTS`), redirects
+                                                          followed by hand (`_MAX_REDIRECTS`)
+    any 4xx, refusals, quota, auth                        final (see `classify_response`)
+
+Why 10 s for a "quick" 502/503/504: a gateway that is overloaded, restarting or has no upstream
+answers at once, while a generation takes longer than that (the fastest image models need 10+ s),
+so a gateway error that quick cannot stand for a finished-but-lost generation; a 504 or 524 after
+a long wait usually means the upstream was drawing (and may bill) the pictures.
+
+A 200 answer with several pictures where some are unusable returns the usable ones.
+
+One deadline (`timeout`) covers the whole call: every attempt, Retry-After and backoff waits,
+`url` downloads and every call of a fan-out. When it cuts through retries, the last real error
+seen (the 429, the 503, the failed download) is raised; `ImagesTimeout` only when nothing else
+happened. A wait that would end past the deadline is not started.
+
+The answer body is read streaming and capped (`max_response_bytes`, also for downloads); the
+JSON parse and the base64 decode run in a worker thread, off the event loop. The API headers (the
+key, `extra_headers`) are sent only to the API's own origin: a `url` on another origin, or any
+download after a redirect to another origin, gets none. The key is scrubbed from every error.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import binascii
+import json
 import logging
 import random as _random
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType, TracebackType
-from typing import Any, Self
+from typing import Self
 
 import httpx
 
@@ -41,13 +75,22 @@ from bot.images.errors import (
 from bot.images.types import GeneratedImage, ImagesResult, sniff_format
 from bot.redaction import redact, secret_header_values
 
-__all__ = ["ImagesClient"]
+__all__ = ["QUICK_FAILURE_SECONDS", "ImagesClient"]
 
 logger = logging.getLogger(__name__)
 
+QUICK_FAILURE_SECONDS = 10.0
 _DETAIL_LIMIT = 500
 _BACKOFF_BASE = 0.5
 _BACKOFF_CAP = 8.0
+_DOWNLOAD_ATTEMPTS = 3
+_MAX_REDIRECTS = 5
+_ERROR_BODY_LIMIT = 1024 * 1024  # enough of an error answer to read its message
+_RETRYABLE_GATEWAY = frozenset({502, 503, 504})
+_EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp", "gif": "gif"}
+_NOT_PICTURES = ("text/", "application/json", "application/xml")
+# Raised by httpx or the codecs while a request is built or sent, for reasons of our own making.
+_UNSENDABLE = (httpx.InvalidURL, httpx.StreamError, httpx.CookieConflict, UnicodeError, ValueError)
 
 
 class _Retry(Exception):
@@ -61,6 +104,7 @@ class _Retry(Exception):
 
 _Fields = dict[str, object]
 _Files = dict[str, tuple[str, bytes, str]]
+_Origin = tuple[str, str, int | None]
 
 
 @dataclass(frozen=True)
@@ -70,6 +114,57 @@ class _Call:
     json_body: _Fields | None = None
     form: dict[str, str] | None = None
     files: _Files | None = None
+
+
+@dataclass
+class _Deadline:
+    """The one deadline of a call, and the last real error seen before it."""
+
+    at: float
+    timeout: float
+    clock: Callable[[], float]
+    last_error: ImagesError | None = None
+
+    def remaining(self) -> float:
+        return self.at - self.clock()
+
+    def expired(self) -> ImagesError:
+        if self.last_error is not None:
+            return self.last_error
+        return ImagesTimeout(f"no pictures within {self.timeout:g} s")
+
+
+@dataclass
+class _Item:
+    """One `data` item of an answer: decoded bytes, a url to download, or why it is unusable."""
+
+    data: bytes | None = None
+    url: str | None = None
+    revised_prompt: str | None = None
+    problem: str | None = None
+
+
+@dataclass
+class _Answer:
+    meta: dict[str, object]
+    items: list[_Item] = field(default_factory=list)
+
+
+class _SentTracker(httpx.AsyncByteStream):
+    """Wrap a request body; `finished` once its last byte has been written to the connection."""
+
+    def __init__(self, stream: httpx.AsyncByteStream) -> None:
+        self._stream = stream
+        self.finished = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._stream:
+            yield chunk
+        # Reached only after the transport wrote the last chunk and asked for the next.
+        self.finished = True
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
 
 
 def _usage(value: object) -> Mapping[str, object] | None:
@@ -95,6 +190,74 @@ def _combine_usage(results: list[ImagesResult]) -> Mapping[str, object] | None:
     return MappingProxyType(total)
 
 
+def _decode_base64(encoded: str) -> bytes | None:
+    # a2b_base64 reads an ASCII str in place: no encoded copy of a megabyte picture is made.
+    try:
+        return binascii.a2b_base64(encoded, strict_mode=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _read_item(item: object) -> _Item:
+    if not isinstance(item, dict):
+        return _Item(problem="images API answered a malformed data item")
+    revised = _text(item.get("revised_prompt"))
+    encoded, url = item.get("b64_json"), item.get("url")
+    if isinstance(encoded, str) and encoded:
+        data = _decode_base64(encoded)
+    elif isinstance(url, str) and url.startswith("data:"):
+        data = _decode_base64(url.partition(",")[2])
+    elif isinstance(url, str) and url:
+        return _Item(url=url, revised_prompt=revised)
+    else:
+        return _Item(problem="images API answered an item without b64_json or url")
+    if data is None:
+        return _Item(problem="images API answered undecodable base64")
+    if not data:
+        return _Item(problem="images API answered an empty image")
+    return _Item(data=data, revised_prompt=revised)
+
+
+def _read_answer(holder: list[bytearray]) -> _Answer:
+    """Parse a 200 answer and decode its pictures (runs in a worker thread).
+
+    The body comes in a list that this empties, so that each copy of megabytes (body, text,
+    base64 strings, pictures) is freed as soon as the next one is made: at most two live at once.
+    """
+    body = holder.pop()
+    try:
+        text = body.decode("utf-8")
+        del body
+        payload = json.loads(text)
+        del text
+    except ValueError as exc:  # UnicodeDecodeError included
+        raise ImagesUnavailable("images API answered something that is not JSON") from exc
+    if not isinstance(payload, dict):
+        raise ImagesUnavailable("images API answered JSON that is not an object")
+    data = payload.pop("data", None)
+    if not isinstance(data, list) or not data:
+        raise ImagesUnavailable("images API answered without any image data")
+    answer = _Answer(meta=payload)
+    while data:  # decoded items replace their base64 text one by one
+        answer.items.append(_read_item(data.pop(0)))
+    return answer
+
+
+def _origin(url: httpx.URL) -> _Origin:
+    default = {"http": 80, "https": 443}.get(url.scheme)
+    return (url.scheme, url.host, url.port or default)
+
+
+def _upload(image: bytes, filename: str | None, content_type: str | None) -> tuple[str, bytes, str]:
+    """Name and type an uploaded picture after its bytes unless the caller said."""
+    fmt = sniff_format(image)
+    if filename is None:
+        filename = f"image.{_EXTENSIONS.get(fmt or '', 'bin')}"
+    if content_type is None:
+        content_type = f"image/{fmt}" if fmt else "application/octet-stream"
+    return filename, image, content_type
+
+
 class ImagesClient:
     """Talk to `{base_url}/images/*` through one long-lived connection pool."""
 
@@ -107,10 +270,12 @@ class ImagesClient:
         timeout: float = 180.0,
         max_attempts: int = 3,
         max_retry_after: float = 60.0,
-        max_download_bytes: int = 50 * 1024 * 1024,
+        max_response_bytes: int = 64 * 1024 * 1024,
+        quick_failure_seconds: float = QUICK_FAILURE_SECONDS,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        monotonic: Callable[[], float] = time.monotonic,
         max_connections: int = 32,
         random: Callable[[], float] = _random.random,
     ) -> None:
@@ -121,18 +286,27 @@ class ImagesClient:
         headers = dict(extra_headers or {})
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
-        # Only API calls carry these; downloads of `url` answers go to other hosts without them.
+        # Only the API's own origin gets these (see `_fetch`).
         self._api_headers = headers
+        try:
+            self._api_origin: _Origin | None = _origin(httpx.URL(self._base_url))
+        except _UNSENDABLE:
+            self._api_origin = None  # every call fails as unsendable; nothing is trusted
         self._timeout = timeout
         self._max_attempts = max_attempts
         self._max_retry_after = max_retry_after
-        self._max_download_bytes = max_download_bytes
+        self._max_response_bytes = max_response_bytes
+        self._quick_failure_seconds = quick_failure_seconds
         self._sleep = sleep
         self._clock = clock
+        self._monotonic = monotonic
         self._random = random
         self._client = httpx.AsyncClient(
             transport=transport,
-            timeout=httpx.Timeout(connect=10.0, read=timeout, write=60.0, pool=timeout),
+            # The deadline bounds every call as a whole; these only bound single steps.
+            timeout=httpx.Timeout(
+                connect=min(10.0, timeout), read=timeout, write=60.0, pool=timeout
+            ),
             limits=httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
             ),
@@ -176,14 +350,17 @@ class ImagesClient:
         caps: ModelCaps,
         *,
         image: bytes,
-        image_filename: str = "image.png",
-        image_content_type: str = "image/png",
+        image_filename: str | None = None,
+        image_content_type: str | None = None,
         mask: bytes | None = None,
     ) -> ImagesResult:
-        """Edit one picture following `description.prompt` (multipart upload)."""
+        """Edit one picture following `description.prompt` (multipart upload).
+
+        The picture is named and typed after its bytes (png, jpeg, webp) unless the caller says.
+        """
         if not caps.supports_edit:
             raise ImagesBadRequest(f"{caps.name} does not support edits", code="unsupported")
-        files: _Files = {"image": (image_filename, image, image_content_type)}
+        files: _Files = {"image": _upload(image, image_filename, image_content_type)}
         if mask is not None:
             files["mask"] = ("mask.png", mask, "image/png")
         fields = merge_extra(common_fields(description, caps), description.extra)
@@ -198,8 +375,8 @@ class ImagesClient:
         image: bytes,
         n: int,
         size: str | None,
-        image_filename: str = "image.png",
-        image_content_type: str = "image/png",
+        image_filename: str | None = None,
+        image_content_type: str | None = None,
     ) -> ImagesResult:
         """Make `n` variations of one picture (multipart upload)."""
         if not caps.supports_variation:
@@ -207,18 +384,20 @@ class ImagesClient:
         fields: _Fields = {"model": model, "n": 1 if caps.one_per_request else n, "size": size}
         if caps.response_format:
             fields["response_format"] = "b64_json"
-        files: _Files = {"image": (image_filename, image, image_content_type)}
+        files: _Files = {"image": _upload(image, image_filename, image_content_type)}
         call = _Call(endpoint="variations", model=model, form=form(fields), files=files)
         return await self._run(call, count=n, fan_out=caps.one_per_request)
 
     # -- attempts ---------------------------------------------------------------------------
 
     async def _run(self, call: _Call, *, count: int, fan_out: bool) -> ImagesResult:
+        at = self._monotonic() + self._timeout
         if not fan_out or count <= 1:
-            return await self._with_retries(call)
+            return await self._with_retries(call, self._deadline(at))
         started = time.perf_counter()
         outcomes = await asyncio.gather(
-            *(self._with_retries(call) for _ in range(count)), return_exceptions=True
+            *(self._with_retries(call, self._deadline(at)) for _ in range(count)),
+            return_exceptions=True,
         )
         results = [outcome for outcome in outcomes if isinstance(outcome, ImagesResult)]
         failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
@@ -246,15 +425,35 @@ class ImagesClient:
             elapsed=time.perf_counter() - started,
         )
 
-    async def _with_retries(self, call: _Call) -> ImagesResult:
+    def _deadline(self, at: float) -> _Deadline:
+        return _Deadline(at=at, timeout=self._timeout, clock=self._monotonic)
+
+    async def _with_retries(self, call: _Call, deadline: _Deadline) -> ImagesResult:
         started = time.perf_counter()
         for attempt in range(1, self._max_attempts + 1):
             try:
-                return await self._attempt(call, started)
+                try:
+                    async with asyncio.timeout(deadline.remaining()):
+                        return await self._attempt(call, started, deadline)
+                except TimeoutError as exc:
+                    raise deadline.expired() from exc
             except _Retry as retry:
+                deadline.last_error = retry.error
                 if attempt >= self._max_attempts:
                     raise retry.error from retry.__cause__
                 delay = retry.delay if retry.delay is not None else self._backoff(attempt)
+                if delay >= deadline.remaining():
+                    logger.warning(
+                        "images %s attempt %d/%d failed (%s); a %.2f s wait would pass the "
+                        "%g s deadline",
+                        call.endpoint,
+                        attempt,
+                        self._max_attempts,
+                        retry.error,
+                        delay,
+                        self._timeout,
+                    )
+                    raise retry.error from retry.__cause__
                 logger.warning(
                     "images %s attempt %d/%d failed (%s); retrying in %.2f s",
                     call.endpoint,
@@ -270,123 +469,241 @@ class ImagesClient:
         ceiling: float = min(_BACKOFF_CAP, _BACKOFF_BASE * 2.0 ** (attempt - 1))
         return self._random() * ceiling
 
-    async def _attempt(self, call: _Call, started: float) -> ImagesResult:
-        url = endpoint_url(self._base_url, call.endpoint)
-        logger.debug("POST %s model=%s", url, call.model)
+    def _build(self, call: _Call, url: str) -> tuple[httpx.Request, _SentTracker]:
         try:
-            response = await self._client.post(
+            request = self._client.build_request(
+                "POST",
                 url,
                 json=call.json_body,
                 data=call.form,
                 files=call.files,
                 headers=self._api_headers,
             )
-        except httpx.HTTPError as exc:
-            raise self._transport_error(exc, "images API") from exc
-        except httpx.InvalidURL as exc:
-            raise ImagesUnavailable("the images API base url is not valid") from exc
-        if response.status_code != 200:
-            raise self._status_error(response, method="POST", url=url)
+        except (*_UNSENDABLE, TypeError, httpx.HTTPError) as exc:
+            raise self._unsendable(exc, url) from exc
+        stream = request.stream
+        if not isinstance(stream, httpx.AsyncByteStream):  # pragma: no cover - httpx builds both
+            raise ImagesUnavailable("the request body cannot be sent asynchronously")
+        tracker = _SentTracker(stream)
+        request.stream = tracker
+        return request, tracker
+
+    def _unsendable(self, exc: Exception, url: str) -> ImagesError:
+        # The type name only: a message could quote a header value, which may be a credential.
+        error = ImagesUnavailable(
+            f"the request to the images API could not be sent ({type(exc).__name__})"
+        )
+        error.method, error.url = "POST", url
+        return error
+
+    async def _attempt(self, call: _Call, started: float, deadline: _Deadline) -> ImagesResult:
+        url = endpoint_url(self._base_url, call.endpoint)
+        logger.debug("POST %s model=%s", url, call.model)
+        request, body = self._build(call, url)
+        sent_at = self._monotonic()
         try:
-            payload = response.json()
-        except ValueError as exc:
-            error = ImagesUnavailable("images API answered something that is not JSON")
-            raise _Retry(error) from exc
-        return await self._result(payload, call.model, started)
+            response = await self._client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise self._send_error(exc, url=url, body_sent=body.finished) from exc
+        except _UNSENDABLE as exc:
+            raise self._unsendable(exc, url) from exc
+        quick = self._monotonic() - sent_at < self._quick_failure_seconds
+        try:
+            if response.status_code != 200:
+                error_body = await self._read_body(response, limit=_ERROR_BODY_LIMIT, cut=True)
+                raise self._status_error(
+                    response.status_code, response.headers, bytes(error_body), url=url, quick=quick
+                )
+            try:
+                raw = await self._read_body(
+                    response, limit=self._max_response_bytes, what="the images API's answer"
+                )
+            except httpx.HTTPError as exc:
+                raise self._send_error(exc, url=url, body_sent=True) from exc
+        finally:
+            await response.aclose()
+        try:
+            holder = [raw]
+            del raw  # the worker thread owns the body now and frees it once it is text
+            answer = await asyncio.to_thread(_read_answer, holder)
+            images = await self._pictures(answer, deadline)
+        except ImagesError as exc:
+            exc.method, exc.url = "POST", url
+            raise
+        meta = answer.meta
+        return ImagesResult(
+            model=call.model,
+            images=images,
+            usage=_usage(meta.get("usage")),
+            size=_text(meta.get("size")),
+            quality=_text(meta.get("quality")),
+            background=_text(meta.get("background")),
+            elapsed=time.perf_counter() - started,
+        )
 
     def _scrub(self, text: str) -> str:
         secrets = (self._api_key, *secret_header_values(self._api_headers))
         text = " ".join(redact(text, secrets).split())
         return text if len(text) <= _DETAIL_LIMIT else text[: _DETAIL_LIMIT - 1] + "…"
 
-    def _transport_error(self, exc: httpx.HTTPError, what: str) -> Exception:
+    def _send_error(self, exc: httpx.HTTPError, *, url: str, body_sent: bool) -> Exception:
+        """Decide from a transport error whether the service can have seen the whole request."""
         name = type(exc).__name__
-        if isinstance(exc, httpx.ConnectTimeout):
-            return _Retry(ImagesUnavailable(f"could not connect to the {what} in time ({name})"))
-        if isinstance(exc, httpx.TimeoutException):
-            return ImagesTimeout(f"the {what} did not answer within {self._timeout:g} s ({name})")
-        if isinstance(exc, httpx.NetworkError | httpx.RemoteProtocolError):
-            return _Retry(ImagesUnavailable(f"connection to the {what} failed ({name})"))
-        return ImagesUnavailable(f"request to the {what} failed ({name})")
+        error: ImagesError
+        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+            error = ImagesUnavailable(f"could not connect to the images API ({name})")
+            retry = True
+        elif isinstance(exc, httpx.LocalProtocolError | httpx.UnsupportedProtocol):
+            error = ImagesUnavailable(f"the request to the images API could not be sent ({name})")
+            retry = False
+        elif not body_sent and isinstance(exc, httpx.TransportError):
+            error = ImagesUnavailable(f"the connection broke before the request was sent ({name})")
+            retry = True
+        elif isinstance(exc, httpx.TimeoutException):
+            error = ImagesTimeout(f"the images API did not answer within {self._timeout:g} s")
+            retry = False
+        else:
+            # The service had the whole request: it may have drawn (and billed) the pictures.
+            error = ImagesUnavailable(
+                f"the connection to the images API broke after the request was sent ({name})"
+            )
+            retry = False
+        error.method, error.url = "POST", url
+        return _Retry(error) if retry else error
 
-    def _status_error(self, response: httpx.Response, *, method: str, url: str) -> Exception:
-        error = classify_response(
-            response.status_code,
-            response.headers,
-            response.content,
-            now=self._clock(),
-            scrub=self._scrub,
-        )
-        error.method, error.url = method, url
+    def _status_error(
+        self, status: int, headers: Mapping[str, str], body: bytes, *, url: str, quick: bool
+    ) -> Exception:
+        error = classify_response(status, headers, body, now=self._clock(), scrub=self._scrub)
+        error.method, error.url = "POST", url
         if isinstance(error, ImagesRateLimited):
             retry_after = error.retry_after
             delay = min(retry_after, self._max_retry_after) if retry_after is not None else None
             return _Retry(error, delay)
-        if isinstance(error, ImagesUnavailable):
+        if isinstance(error, ImagesUnavailable) and status in _RETRYABLE_GATEWAY and quick:
             return _Retry(error)
         return error
 
-    # -- responses --------------------------------------------------------------------------
+    async def _read_body(
+        self, response: httpx.Response, *, limit: int, what: str = "", cut: bool = False
+    ) -> bytearray:
+        """Read a body streaming, at most `limit` bytes: cut there, or refuse it as too large.
 
-    async def _result(self, payload: object, model: str, started: float) -> ImagesResult:
-        if not isinstance(payload, dict):
-            raise _Retry(ImagesUnavailable("images API answered JSON that is not an object"))
-        data = payload.get("data")
-        if not isinstance(data, list) or not data:
-            raise _Retry(ImagesUnavailable("images API answered without any image data"))
-        response_format = _text(payload.get("output_format"))
-        images = []
-        for item in data:
-            if not isinstance(item, dict):
-                raise _Retry(ImagesUnavailable("images API answered a malformed data item"))
-            images.append(await self._image(item, response_format))
-        return ImagesResult(
-            model=model,
-            images=tuple(images),
-            usage=_usage(payload.get("usage")),
-            size=_text(payload.get("size")),
-            quality=_text(payload.get("quality")),
-            background=_text(payload.get("background")),
-            elapsed=time.perf_counter() - started,
-        )
-
-    async def _image(self, item: dict[str, Any], output_format: str | None) -> GeneratedImage:
-        revised = _text(item.get("revised_prompt"))
-        encoded = item.get("b64_json")
-        url = item.get("url")
-        source_url: str | None = None
-        if isinstance(encoded, str) and encoded:
-            data = self._decode(encoded)
-        elif isinstance(url, str) and url:
-            if url.startswith("data:"):
-                data = self._decode(url.partition(",")[2])
-            else:
-                source_url = url
-                data = await self._download(url)
-        else:
-            raise _Retry(ImagesUnavailable("images API answered an item without b64_json or url"))
-        if not data:
-            raise _Retry(ImagesUnavailable("images API answered an empty image"))
-        return GeneratedImage(
-            data=data,
-            revised_prompt=revised,
-            output_format=output_format or sniff_format(data),
-            source_url=source_url,
-        )
-
-    def _decode(self, encoded: str) -> bytes:
+        With a Content-Length the buffer is allocated once and filled in place (no joining copy).
+        """
+        too_large = ImagesUnavailable(f"{what} is over {limit} bytes")
+        length = response.headers.get("content-length", "")
+        expected = int(length) if length.isdigit() else None
+        if not cut and expected is not None and expected > limit:
+            raise too_large
+        buffer = bytearray(min(expected, limit) if expected is not None else 0)
+        received = 0
         try:
-            return base64.b64decode(encoded, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise _Retry(ImagesUnavailable("images API answered undecodable base64")) from exc
+            async for chunk in response.aiter_bytes():
+                if received + len(chunk) > limit and not cut:
+                    raise too_large
+                part = chunk[: limit - received]
+                end = received + len(part)
+                if end <= len(buffer):
+                    buffer[received:end] = part
+                else:
+                    del buffer[received:]
+                    buffer += part
+                received = end
+                if cut and received >= limit:
+                    break
+        except httpx.HTTPError:
+            if not cut:
+                raise
+        del buffer[received:]
+        return buffer
 
-    async def _download(self, url: str) -> bytes:
-        if not url.startswith(("http://", "https://")):
-            raise ImagesUnavailable("images API answered a url that cannot be downloaded")
-        limit = self._max_download_bytes
-        too_large = ImagesUnavailable(f"the image at the answered url is over {limit} bytes")
-        try:
-            async with self._client.stream("GET", url) as response:
+    # -- pictures ---------------------------------------------------------------------------
+
+    async def _pictures(self, answer: _Answer, deadline: _Deadline) -> tuple[GeneratedImage, ...]:
+        output_format = _text(answer.meta.get("output_format"))
+        downloads = [item for item in answer.items if item.url is not None]
+        if downloads:
+            fetched = await asyncio.gather(
+                *(self._download(item.url or "", deadline) for item in downloads),
+                return_exceptions=True,
+            )
+            for item, outcome in zip(downloads, fetched, strict=True):
+                if isinstance(outcome, ImagesError):
+                    item.problem = str(outcome)
+                elif isinstance(outcome, BaseException):
+                    raise outcome
+                else:
+                    item.data = outcome
+        images = [
+            GeneratedImage(
+                data=item.data,
+                revised_prompt=item.revised_prompt,
+                output_format=output_format or sniff_format(item.data),
+                source_url=item.url,
+            )
+            for item in answer.items
+            if item.data is not None
+        ]
+        problems = [item.problem for item in answer.items if item.problem is not None]
+        if not images:
+            raise ImagesUnavailable(problems[0] if problems else "images API answered no image")
+        if problems:
+            logger.warning(
+                "%d of %d pictures of the answer are unusable (%s); returning the rest",
+                len(problems),
+                len(answer.items),
+                problems[0],
+            )
+        return tuple(images)
+
+    async def _download(self, url: str, deadline: _Deadline) -> bytes:
+        """Download one answered picture, retrying the download alone (never the POST)."""
+        for attempt in range(1, _DOWNLOAD_ATTEMPTS + 1):
+            try:
+                return await self._fetch(url)
+            except _Retry as retry:
+                deadline.last_error = retry.error
+                if attempt >= _DOWNLOAD_ATTEMPTS:
+                    raise retry.error from retry.__cause__
+                delay = self._backoff(attempt)
+                logger.warning(
+                    "downloading an answered image failed (%s); retrying the download in %.2f s",
+                    retry.error,
+                    delay,
+                )
+                await self._sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _fetch(self, url: str) -> bytes:
+        """GET `url`, following up to `_MAX_REDIRECTS` redirects by hand."""
+        unusable = ImagesUnavailable("images API answered a url that cannot be downloaded")
+        current = url
+        trusted = True  # stays True only while every hop is on the API's own origin
+        for _ in range(_MAX_REDIRECTS + 1):
+            try:
+                target = httpx.URL(current)
+            except _UNSENDABLE as exc:
+                raise unusable from exc
+            if target.scheme not in {"http", "https"} or not target.host:
+                raise unusable
+            trusted = trusted and _origin(target) == self._api_origin
+            try:
+                request = self._client.build_request(
+                    "GET", target, headers=self._api_headers if trusted else None
+                )
+                response = await self._client.send(request, stream=True)
+            except (*_UNSENDABLE, httpx.LocalProtocolError, httpx.UnsupportedProtocol) as exc:
+                raise unusable from exc
+            except httpx.HTTPError as exc:
+                failed = ImagesUnavailable(
+                    f"downloading the answered image failed ({type(exc).__name__})"
+                )
+                raise _Retry(failed) from exc
+            try:
+                if response.is_redirect:
+                    current = str(response.url.join(response.headers["location"]))
+                    continue
                 if response.status_code != 200:
                     raise _Retry(
                         ImagesUnavailable(
@@ -395,18 +712,21 @@ class ImagesClient:
                             status=response.status_code,
                         )
                     )
-                length = response.headers.get("content-length")
-                if length is not None and length.isdigit() and int(length) > limit:
-                    raise too_large
-                chunks: list[bytes] = []
-                received = 0
-                async for chunk in response.aiter_bytes():
-                    received += len(chunk)
-                    if received > limit:
-                        raise too_large
-                    chunks.append(chunk)
-        except httpx.HTTPError as exc:
-            raise self._transport_error(exc, "image host") from exc
-        except httpx.InvalidURL as exc:
-            raise ImagesUnavailable("images API answered a url that cannot be downloaded") from exc
-        return b"".join(chunks)
+                content_type = response.headers.get("content-type", "").lower()
+                if content_type.startswith(_NOT_PICTURES):
+                    # A CDN's error page served with 200: not the picture, maybe next time.
+                    raise _Retry(ImagesUnavailable("the answered url served a page, not a picture"))
+                picture = await self._read_body(
+                    response, limit=self._max_response_bytes, what="the image at the answered url"
+                )
+                return bytes(picture)
+            except httpx.HTTPError as exc:
+                failed = ImagesUnavailable(
+                    f"downloading the answered image broke off ({type(exc).__name__})"
+                )
+                raise _Retry(failed) from exc
+            except _UNSENDABLE as exc:  # a Location header that is not a URL
+                raise unusable from exc
+            finally:
+                await response.aclose()
+        raise ImagesUnavailable(f"the answered url redirected more than {_MAX_REDIRECTS} times")

@@ -14,7 +14,15 @@ dall-e-3, sizes, qualities, prompt lengths). An invalid request is answered 400,
 API, and recorded in `invalid_requests`.
 
 Scripted behaviour: `delay` before each answer, and `queue_faults([...])` of one-shot answers
-consumed in order by the next API requests (see `Fault`).
+consumed in order by the next API requests (see `Fault`), including a status after a delay (a
+gateway's 524 after a long wait) and dropping the connection before or after reading a request.
+`big_pictures` answers real-sized pictures (a noisy 1024x1024 PNG of 1.5-3 MB, drawn once per
+process); `redirect_hops` / `redirect_to` make `url` answers a chain of 302s, on the API's origin
+or via a second server (`cdn_url`, another origin; `url_origin="cdn"` answers urls there at
+once) whose requests record which headers arrived; `chunked` sends bodies without a length.
+Edit and variation uploads are checked like the real service checks them: png, jpeg or webp
+under 50 MB for GPT image models, a square png under 4 MB for dall-e-2, the declared content type
+matching the bytes.
 """
 
 from __future__ import annotations
@@ -99,9 +107,11 @@ def _allowed_types(prop: Mapping[str, Any]) -> set[str]:
 class Fault:
     """One scripted answer to the next API request.
 
-    kind: "status" (HTTP error with an OpenAI error body, or `body` as raw text), "hang" (answer
-    nothing for `seconds`), "garbage" (200 with non-JSON), "bad_base64", "empty_data",
-    "disconnect" (close the connection without answering).
+    kind: "status" (HTTP error with an OpenAI error body, or `body` as raw text; after `after`
+    seconds when given), "hang" (answer nothing for `seconds`), "garbage" (200 with non-JSON),
+    "bad_base64", "empty_data", "disconnect" (read the request, then close the connection
+    without answering), "drop_before_body" (close the connection as soon as the request line
+    and headers arrived, before reading the body).
     """
 
     kind: str = "status"
@@ -112,6 +122,7 @@ class Fault:
     retry_after: str | None = None
     body: str | None = None
     seconds: float = 30.0
+    after: float = 0.0
 
     @classmethod
     def http(
@@ -123,8 +134,9 @@ class Fault:
         message: str | None = None,
         retry_after: str | float | None = None,
         body: str | None = None,
+        after: float = 0.0,
     ) -> Fault:
-        """Answer `status` with an error body."""
+        """Answer `status` with an error body (`after` seconds from reading the request)."""
         return cls(
             kind="status",
             status=status,
@@ -133,6 +145,7 @@ class Fault:
             message=message,
             retry_after=None if retry_after is None else _retry_after_text(retry_after),
             body=body,
+            after=after,
         )
 
     @classmethod
@@ -157,7 +170,7 @@ def _as_fault(item: Fault | int | str) -> Fault:
         return item
     if isinstance(item, int):
         return Fault.http(item)
-    if item in {"hang", "garbage", "bad_base64", "empty_data", "disconnect"}:
+    if item in {"hang", "garbage", "bad_base64", "empty_data", "disconnect", "drop_before_body"}:
         return Fault(kind=item)
     raise ValueError(f"unknown fault {item!r}")
 
@@ -225,6 +238,7 @@ class RecordedRequest:
     files: Mapping[str, tuple[RecordedFile, ...]] | None = None
     at: float = 0.0
     query: Mapping[str, str] = field(default_factory=dict)  # the URL's query parameters
+    server: str = "api"  # "api", or "cdn" for the second origin that redirects may lead to
 
     @property
     def endpoint(self) -> str | None:
@@ -316,6 +330,62 @@ def model_problems(endpoint: str, body: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+_UPLOAD_TYPES = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp"}
+
+
+def _upload_format(data: bytes) -> str | None:
+    # Decoded like the service does, not sniffed: a png header on garbage is not a png.
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            found = (image.format or "").lower()
+            return found if found in {"png", "jpeg", "webp"} else None
+    except Exception:  # any undecodable upload is simply not an image
+        return None
+
+
+def upload_problems(model: str, images: Iterable[RecordedFile]) -> list[str]:
+    """Return what the real service would reject in the uploaded `image` files for `model`.
+
+    GPT image models take png, webp or jpg files of at most 50 MB; dall-e-2 a square png of at
+    most 4 MB.
+    The service goes by the declared content type ("unsupported mimetype"), so it must be one of
+    the three and match the bytes.
+    """
+    family = _family(model)
+    if family == "unknown":
+        return []
+    problems: list[str] = []
+    for upload in images:
+        declared = _UPLOAD_TYPES.get(upload.content_type)
+        actual = _upload_format(upload.data)
+        if declared is None:
+            problems.append(
+                f"Invalid file 'image': unsupported mimetype ({upload.content_type!r}). "
+                "Supported file formats are 'image/jpeg', 'image/png', and 'image/webp'."
+            )
+        elif actual != declared:
+            problems.append(
+                f"image declared as {upload.content_type} is {actual or 'not an image'}"
+            )
+        if family == "dall-e-2":
+            if actual != "png" or len(upload.data) > 4 * 1024 * 1024:
+                problems.append("Uploaded image must be a PNG and less than 4 MB.")
+            elif not _square(upload.data):
+                problems.append("Uploaded image must be square.")
+        elif len(upload.data) > 50 * 1024 * 1024:
+            problems.append("Uploaded image must be less than 50 MB.")
+    return problems
+
+
+def _square(data: bytes) -> bool:
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return bool(image.width == image.height)
+    except Exception:  # any undecodable upload is simply not square
+        return False
+
+
 def _size_ok(family: str, model: str, size: str) -> bool:
     if family == "dall-e-2":
         return size in {"256x256", "512x512", "1024x1024"}
@@ -358,15 +428,27 @@ class OpenAIEmulator:
         self.answer_with = answer_with  # "b64_json" (model-dependent default) or "url"
         self.delay = delay
         self.image_bytes = image_bytes
+        self.big_pictures = False  # answer the real-sized picture of `big_picture()`
+        self.redirect_hops = 0  # `url` answers go through this many 302s before the file
+        self.redirect_to = "api"  # where the redirects point: "api" (same origin) or "cdn"
+        self.url_origin = "api"  # where `url` answers point first: "api" or "cdn"
+        self.chunked = False  # send 200 answers without Content-Length (chunked), like proxies do
+        self.answer_url: str | None = None  # answer this url (whatever it is) for every picture
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._state = _State()
         self._images: dict[tuple[int, int, bool, str], bytes] = {}
         self._ids = itertools.count(1)
+        self._server = ServerThread(functools.partial(self._app, "api"), name="openai-emulator")
+        self._cdn = ServerThread(functools.partial(self._app, "cdn"), name="openai-emulator-cdn")
+
+    def _app(self, server: str) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_post("/v1/images/{endpoint:generations|edits|variations}", self._api)
-        app.router.add_get("/files/{name}", self._file)
-        self._server = ServerThread(app, name="openai-emulator")
+        if server == "api":
+            app.router.add_post("/v1/images/{endpoint:generations|edits|variations}", self._api)
+        app.router.add_get("/files/{name}", functools.partial(self._file, server))
+        app.router.add_get("/hop/{hops:[0-9]+}/{name}", functools.partial(self._hop, server))
+        return app
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -374,10 +456,12 @@ class OpenAIEmulator:
         """Start serving."""
         _validators()  # load the schema before the first request
         self._server.start()
+        self._cdn.start()
         return self
 
     def stop(self) -> None:
         """Stop serving."""
+        self._cdn.stop()
         self._server.stop()
 
     def __enter__(self) -> Self:
@@ -397,6 +481,11 @@ class OpenAIEmulator:
         return self._server.url
 
     @property
+    def cdn_url(self) -> str:
+        """Return the root of the second server (another origin), e.g. http://127.0.0.1:PORT."""
+        return self._cdn.url
+
+    @property
     def base_url(self) -> str:
         """Return the API base to configure (`{url}/v1`)."""
         return f"{self._server.url}/v1"
@@ -409,7 +498,8 @@ class OpenAIEmulator:
             self._state.faults.extend(_as_fault(item) for item in faults)
 
     def queue_download_faults(self, faults: Iterable[int | str]) -> None:
-        """Script the next file downloads: an HTTP status, or "disconnect"."""
+        """Script the next file downloads: an HTTP status, "disconnect", "hang" or "html" (a 200
+        error page, as CDNs serve)."""
         with self._lock:
             self._state.download_faults.extend(faults)
 
@@ -426,8 +516,13 @@ class OpenAIEmulator:
 
     @property
     def api_requests(self) -> list[RecordedRequest]:
-        """Return the API calls received so far."""
+        """Return the API calls received so far (each one a POST, paid for by a real service)."""
         return [request for request in self.requests if request.endpoint is not None]
+
+    @property
+    def downloads(self) -> list[RecordedRequest]:
+        """Return the GETs of `url` answers (files and redirect hops) on either origin."""
+        return [request for request in self.requests if request.endpoint is None]
 
     @property
     def invalid_requests(self) -> list[InvalidRequest]:
@@ -458,6 +553,26 @@ class OpenAIEmulator:
 
     async def _api(self, request: web.Request) -> web.StreamResponse:
         endpoint = request.match_info["endpoint"]
+        with self._changed:
+            faults = self._state.faults
+            dropped = bool(faults) and faults[0].kind == "drop_before_body"
+            if dropped:
+                faults.popleft()
+                self._state.requests.append(
+                    RecordedRequest(
+                        method=request.method,
+                        path=request.path,
+                        headers=dict(request.headers),
+                        at=time.monotonic(),
+                    )
+                )
+                self._changed.notify_all()
+        if dropped:
+            # Like a proxy that gives up on an upload: the body is never read, so the service
+            # behind it never saw a request it could have drawn.
+            if request.transport is not None:
+                request.transport.abort()
+            return web.Response(status=500)
         recorded, body, problems = await self._read(request, endpoint)
         recorded = dataclasses.replace(recorded, query=dict(request.query))
         with self._changed:
@@ -503,6 +618,8 @@ class OpenAIEmulator:
 
     async def _fault(self, request: web.Request, fault: Fault) -> web.StreamResponse | None:
         if fault.kind == "status":
+            if fault.after:
+                await _sleep_while_connected(request, fault.after)
             headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
             if fault.body is not None:
                 return web.Response(status=fault.status, text=fault.body, headers=headers)
@@ -542,6 +659,8 @@ class OpenAIEmulator:
             item: dict[str, Any] = {}
             if fault is not None and fault.kind == "bad_base64":
                 item["b64_json"] = "this is %%% not base64 !!!"
+            elif self.answer_url is not None:
+                item["url"] = self.answer_url
             elif use_url:
                 item["url"] = self._store(data, fmt)
             else:
@@ -564,30 +683,55 @@ class OpenAIEmulator:
                     "input_tokens_details": {"text_tokens": 50, "image_tokens": 0},
                 },
             )
-        return _json(200, payload)
+        response = _json(200, payload)
+        if self.chunked:
+            response.enable_chunked_encoding()
+        return response
 
-    async def _file(self, request: web.Request) -> web.StreamResponse:
-        name = request.match_info["name"]
+    def _record_download(self, request: web.Request, server: str) -> None:
         recorded = RecordedRequest(
             method=request.method,
             path=request.path,
             headers=dict(request.headers),
             at=time.monotonic(),
+            server=server,
         )
         with self._changed:
             self._state.requests.append(recorded)
+            self._changed.notify_all()
+
+    async def _hop(self, server: str, request: web.Request) -> web.StreamResponse:
+        self._record_download(request, server)
+        hops, name = int(request.match_info["hops"]), request.match_info["name"]
+        root = self.cdn_url if self.redirect_to == "cdn" else self.url
+        target = f"{root}/hop/{hops - 1}/{name}" if hops > 1 else f"{root}/files/{name}"
+        raise web.HTTPFound(target)
+
+    async def _file(self, server: str, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        self._record_download(request, server)
+        with self._changed:
             fault = self._state.download_faults.popleft() if self._state.download_faults else None
             stored = self._state.files.get(name.split(".", 1)[0])
         if fault == "disconnect":
             if request.transport is not None:
                 request.transport.close()
             return web.Response(status=500)
+        if fault == "hang":
+            await _sleep_while_connected(request, 30.0)
+            return web.Response(status=500)
+        if fault == "html":
+            page = "<html><body>The link has expired. Please retry later.</body></html>"
+            return web.Response(text=page, content_type="text/html")
         if isinstance(fault, int):
             return web.Response(status=fault, text="scripted download failure")
         if stored is None:
             return web.Response(status=404, text="no such file")
         data, content_type = stored
-        return web.Response(body=data, content_type=content_type)
+        response = web.Response(body=data, content_type=content_type)
+        if self.chunked:
+            response.enable_chunked_encoding()
+        return response
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -633,6 +777,8 @@ class OpenAIEmulator:
                 at=time.monotonic(),
             )
             instance = self._form_instance(endpoint, form, files, problems)
+            model = form.get("model") or _DEFAULT_MODEL[endpoint]
+            problems.extend(upload_problems(model, files.get("image", [])))
         else:
             recorded = RecordedRequest(
                 method=request.method, path=request.path, headers=headers, at=time.monotonic()
@@ -682,6 +828,8 @@ class OpenAIEmulator:
     def _picture(self, size: str, *, transparent: bool, fmt: str) -> bytes:
         if self.image_bytes is not None:
             return self.image_bytes
+        if self.big_pictures:
+            return big_picture()
         match = _SIZE_RE.match(size)
         width, height = (int(match.group(1)), int(match.group(2))) if match else (1024, 1024)
         if fmt == "jpeg":
@@ -700,7 +848,24 @@ class OpenAIEmulator:
         file_id = f"img-{next(self._ids)}"
         with self._lock:
             self._state.files[file_id] = (data, _CONTENT_TYPES.get(fmt, "image/png"))
-        return f"{self.url}/files/{file_id}.{fmt}"
+        root = self.cdn_url if self.url_origin == "cdn" else self.url
+        if self.redirect_hops > 0:
+            return f"{root}/hop/{self.redirect_hops}/{file_id}.{fmt}"
+        return f"{root}/files/{file_id}.{fmt}"
+
+
+@functools.lru_cache(maxsize=1)
+def big_picture() -> bytes:
+    """Return a photo-like 1024x1024 PNG of 1.5-3 MB (noise over gradients), drawn once."""
+    side = 1024
+    gradient = Image.linear_gradient("L").resize((side, side))
+    bands = [
+        Image.blend(Image.effect_noise((side, side), sigma), gradient.rotate(90 * index), 0.5)
+        for index, sigma in enumerate((32, 40, 48))
+    ]
+    buffer = io.BytesIO()
+    Image.merge("RGB", bands).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
 
 
 def render_picture(
