@@ -17,10 +17,16 @@ Quality words are mapped per family, only where two words mean the same thing:
 | `auto`     | auto                             | omitted (default)      | omitted (default)   |
 
 Unknown models receive the typed word unchanged.
+
+Aspect ratios (`16:9`, from `bot.prompt`) become a concrete size in `ratio_size`: the listed size
+of the nearest shape for models with a list (dall-e-3 16:9 is 1792x1024, the gpt-image-1 family's
+1536x1024), the exact ratio near `PIXEL_BUDGET` pixels for free-form models (gpt-image-2 16:9 is
+1280x720).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,12 +46,17 @@ __all__ = [
     "describe_sizes",
     "family_of",
     "known_models",
+    "parse_ratio",
     "parse_size",
+    "ratio_size",
     "resolve",
 ]
 
 NAMED_SIZES = ("square", "landscape", "portrait")
 _SIZE_RE = re.compile(r"^\s*(\d{1,5})\s*[xX×]\s*(\d{1,5})\s*$")
+_RATIO_RE = re.compile(r"^\s*(\d{1,3})\s*:\s*(\d{1,3})\s*$")
+# Aspect ratios are drawn around this many pixels (what 1024x1024 costs).
+PIXEL_BUDGET = 1024 * 1024
 _EMPTY: Mapping[str, object] = MappingProxyType({})
 
 
@@ -297,6 +308,81 @@ def parse_size(text: str) -> tuple[int, int] | None:
     return int(match.group(1)), int(match.group(2))
 
 
+def parse_ratio(text: str) -> tuple[int, int] | None:
+    """Parse `W:H` into (width, height) parts, or return None."""
+    match = _RATIO_RE.match(text)
+    if match is None:
+        return None
+    return int(match.group(1)), int(match.group(2))
+
+
+def _distance(size: tuple[int, int], ratio: float) -> tuple[float, float]:
+    """Order sizes by how far their shape, then their pixel count, is from the wanted one."""
+    width, height = size
+    return abs(math.log(width / height / ratio)), abs(math.log(width * height / PIXEL_BUDGET))
+
+
+def _exact_size(rule: SizeRule, width: int, height: int) -> tuple[int, int] | None:
+    """Return the accepted size of exactly width:height nearest the pixel budget, if any."""
+    divisor = math.gcd(width, height)
+    wide, high = width // divisor, height // divisor
+    step = rule.multiple
+    # The smallest multiplier that makes both sides multiples of `step`.
+    unit = math.lcm(step // math.gcd(wide, step), step // math.gcd(high, step))
+    candidates = []
+    factor = unit
+    while max(wide, high) * factor <= rule.max_edge:
+        size = (wide * factor, high * factor)
+        if rule.accepts(*size):
+            candidates.append(size)
+        factor += unit
+    if not candidates:
+        return None
+    return min(candidates, key=lambda size: _distance(size, width / height))
+
+
+def _rounded_size(rule: SizeRule, width: int, height: int) -> tuple[int, int]:
+    """Return the size of about width:height at the pixel budget, sides rounded to the rule."""
+    ratio = width / height
+    step = rule.multiple
+    wide = max(step, round(math.sqrt(PIXEL_BUDGET * ratio) / step) * step)
+    high = max(step, round(math.sqrt(PIXEL_BUDGET / ratio) / step) * step)
+    return wide, high
+
+
+def ratio_size(caps: ModelCaps, width: int, height: int) -> str:
+    """Return the size for the aspect ratio width:height that this model accepts.
+
+    Models with a list of sizes get the listed size of the nearest shape (dall-e-3 16:9 is
+    1792x1024, the gpt-image-1 family's is 1536x1024); free-form models (gpt-image-2) get the exact
+    ratio in sides that are multiples of 16, nearest to `PIXEL_BUDGET` pixels (16:9 is 1280x720),
+    or the nearest rounded size when no exact one fits. Raise UnsupportedOption when no accepted
+    size has that shape (a ratio past the model's limit).
+    """
+    value = f"{width}:{height}"
+    if width <= 0 or height <= 0:
+        raise UnsupportedOption(
+            option="size", value=value, model=caps.name, allowed=describe_sizes(caps)
+        )
+    if caps.sizes is not None:
+        listed = [size for size in map(parse_size, caps.sizes) if size is not None]
+        if listed:
+            best = min(listed, key=lambda size: _distance(size, width / height))
+            return f"{best[0]}x{best[1]}"
+    rule = caps.size_rule or SizeRule()
+    if caps.size_rule is not None and max(width, height) / min(width, height) > rule.max_ratio:
+        raise UnsupportedOption(
+            option="size", value=value, model=caps.name, allowed=describe_sizes(caps)
+        )
+    exact = _exact_size(rule, width, height)
+    wide, high = exact if exact is not None else _rounded_size(rule, width, height)
+    if caps.size_rule is not None and not rule.accepts(wide, high):
+        raise UnsupportedOption(
+            option="size", value=value, model=caps.name, allowed=describe_sizes(caps)
+        )
+    return f"{wide}x{high}"
+
+
 @dataclass(frozen=True)
 class ImageDescription:
     """One validated request for the images API (what to ask for, already in the model's terms)."""
@@ -336,6 +422,8 @@ def _resolve_size(size: str, caps: ModelCaps) -> str:
                 option="size", value=size, model=caps.name, allowed=describe_sizes(caps)
             )
         return named
+    if (ratio := parse_ratio(text)) is not None:
+        return ratio_size(caps, *ratio)
     parsed = parse_size(text)
     concrete = f"{parsed[0]}x{parsed[1]}" if parsed is not None else text
     if not caps.accepts_size(concrete):

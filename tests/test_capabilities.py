@@ -15,7 +15,10 @@ from bot.capabilities import (
     caps_for,
     check_defaults,
     describe_sizes,
+    known_models,
+    parse_ratio,
     parse_size,
+    ratio_size,
     resolve,
 )
 from bot.prompt import ImageOptions, PromptError
@@ -384,3 +387,82 @@ def test_check_defaults(
     assert [problem.split("=", 1)[0] for problem in found] == problems
     for problem in found:
         assert model in problem
+
+
+# -- aspect ratios ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "ratio", "size"),
+    [
+        # Listed sizes: the one of the nearest shape.
+        ("dall-e-3", "16:9", "1792x1024"),
+        ("dall-e-3", "9:16", "1024x1792"),
+        ("dall-e-3", "1:1", "1024x1024"),
+        ("dall-e-3", "3:2", "1792x1024"),
+        ("dall-e-3", "5:4", "1024x1024"),
+        ("dall-e-3", "21:9", "1792x1024"),
+        ("gpt-image-1", "16:9", "1536x1024"),
+        ("gpt-image-1", "4:3", "1536x1024"),
+        ("gpt-image-1", "2:3", "1024x1536"),
+        ("gpt-image-1", "1:1", "1024x1024"),
+        ("gpt-image-1-mini", "9:16", "1024x1536"),
+        ("gpt-image-1.5", "3:2", "1536x1024"),
+        ("dall-e-2", "16:9", "1024x1024"),  # only squares: the one nearest the pixel budget
+        ("dall-e-2", "1:1", "1024x1024"),
+        # Free-form sizes (gpt-image-2): the exact ratio, sides multiples of 16, near 1024x1024.
+        ("gpt-image-2", "1:1", "1024x1024"),
+        ("gpt-image-2", "16:9", "1280x720"),
+        ("gpt-image-2", "9:16", "720x1280"),
+        ("gpt-image-2", "3:2", "1248x832"),
+        ("gpt-image-2", "2:3", "832x1248"),
+        ("gpt-image-2", "4:3", "1152x864"),
+        ("gpt-image-2", "5:4", "1120x896"),
+        ("gpt-image-2", "21:9", "1568x672"),
+        ("gpt-image-2", "3:1", "1776x592"),
+        ("gpt-image-2", "7:5", "1232x880"),
+        ("gpt-image-2", "32:18", "1280x720"),  # not reduced first: the same shape as 16:9
+        ("gpt-image-2-2026-04-21", "16:9", "1280x720"),
+        # No exact size within the rule: the nearest rounded one.
+        ("gpt-image-2", "999:998", "1024x1024"),
+        ("gpt-image-2", "997:500", "1440x720"),
+        # Unknown models take any WxH: the exact ratio the same way.
+        ("flux-dev", "16:9", "1280x720"),
+    ],
+)
+def test_ratio_maps_to_a_size_the_model_accepts(model: str, ratio: str, size: str) -> None:
+    caps = caps_for(model)
+    width, height = (int(part) for part in ratio.split(":"))
+    assert ratio_size(caps, width, height) == size
+    assert resolve(prompt="p", options=ImageOptions(size=ratio), caps=caps).size == size
+    if caps.known:
+        assert caps.accepts_size(size)
+    if caps.size_rule is not None and caps.known:
+        wide, high = (int(side) for side in size.split("x"))
+        exact = wide * height == high * width
+        assert exact == (ratio not in ("999:998", "997:500")), (size, ratio)
+
+
+@pytest.mark.parametrize("ratio", ["4:1", "1:4", "10:1"])
+def test_ratio_past_the_free_form_limit_is_refused_with_the_rule(ratio: str) -> None:
+    caps = caps_for("gpt-image-2")
+    with pytest.raises(UnsupportedOption) as caught:
+        resolve(prompt="p", options=ImageOptions(size=ratio), caps=caps)
+    assert caught.value.value == ratio
+    assert caps.size_rule is not None and caps.size_rule.describe() in caught.value.allowed
+
+
+@pytest.mark.parametrize("ratio", ["1:1", "16:9", "9:16", "3:2", "2:3", "4:3", "21:9", "9:21"])
+def test_every_bare_ratio_resolves_for_every_known_model(ratio: str) -> None:
+    for model in known_models():
+        caps = caps_for(model)
+        size = resolve(prompt="p", options=ImageOptions(size=ratio), caps=caps).size
+        assert size is not None and caps.accepts_size(size), (model, ratio, size)
+
+
+def test_parse_ratio() -> None:
+    assert parse_ratio("16:9") == (16, 9)
+    assert parse_ratio(" 3 : 2 ") == (3, 2)
+    assert parse_ratio("16x9") is None
+    assert parse_ratio("1000:1") is None
+    assert parse_ratio("16:") is None

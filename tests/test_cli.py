@@ -559,3 +559,22 @@ def test_generate_subprocess_retries_stay_off_stderr(
         + done.stderr.split("/images/generations: ", 1)[1].strip()
     ]
     assert len(emulator.api_requests) == 3
+
+
+def test_generate_flags_keep_working_and_take_aspect_ratios(
+    tmp_path: Path, emulator: OpenAIEmulator
+) -> None:
+    """The CLI's own flags are unchanged; --size also takes a ratio; the prompt is verbatim."""
+    status, out, err = generate_at(
+        ["a natural landscape --high", "--size", "16:9", "--quality", "low", "-o", str(tmp_path)],
+        emu_env(emulator),
+    )
+    assert status == 0, err
+    (request,) = emulator.api_requests
+    assert request.json["prompt"] == "a natural landscape --high"
+    assert request.json["size"] == "1280x720"
+    assert request.json["quality"] == "low"
+    assert (json.loads(out)["images"][0]["width"], json.loads(out)["images"][0]["height"]) == (
+        1280,
+        720,
+    )

@@ -185,7 +185,8 @@ async def test_request_over_what_is_left_is_refused_whole(make_bot) -> None:
         text = await bot.reply_text(over)
         assert len(bot.oai.api_requests) == 1
         assert "2" in text  # what is left
-        assert "2 h 30 min" in text  # when the day resets
+        assert "2 hours 30 minutes" in text  # when the day resets
+        assert "only 2 of your 5 are left" in text, text
         assert "00:00 UTC" in text
         assert "used your 5" not in text, text  # 2 are still left: do not say they are all used
         two = bot.send("/image yellow alpaca x2")
@@ -215,7 +216,7 @@ async def test_backend_failures_are_refunded(make_bot) -> None:
         await bot.replies(ok, count=3, kinds=("photo",))
         stats = bot.send("/stats", user_id=ADMIN)
         body = await bot.reply_text(stats)
-        assert "unavailable 1" in body and "refused 1" in body, body
+        assert "service down: 1" in body and "refused by safety: 1" in body, body
 
 
 async def test_admins_are_exempt_from_the_limit(make_bot) -> None:
@@ -275,7 +276,7 @@ async def test_usage_shows_used_left_and_reset(make_bot) -> None:
         await recorded(bot, 1)  # the all-time total counts settled requests only
         text = await bot.reply_text(bot.send("/usage"))
         assert "2 of 5" in text and "3 left" in text, text
-        assert "3 h 45 min" in text and "00:00 UTC" in text, text
+        assert "3 hours 45 minutes" in text and "00:00 UTC" in text, text
         assert "All time: 2" in text, text
         assert len(bot.oai.api_requests) == 1
 
@@ -299,11 +300,11 @@ async def test_stats_for_admins_shows_totals_failures_and_top_users(make_bot) ->
         today, _, ever = body.partition("All time")
         assert "2025-03-01" in today
         assert "3 pictures" in today and "2 requests" in today, body
-        assert "refused 1" in today, body
+        assert "refused by safety: 1" in today, body
         assert f"{USER} (3)" in today and str(OTHER_USER) not in today.split("Top today")[1]
         assert "4 pictures" in ever and "3 requests" in ever, body
         assert f"{USER} (3), {OTHER_USER} (1)" in ever, body
-        assert "Users: 2" in ever, body
+        assert "2 users" in ever, body
 
 
 async def test_stats_refused_to_non_admins(make_bot) -> None:

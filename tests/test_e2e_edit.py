@@ -66,7 +66,7 @@ async def test_edit_replying_to_a_users_photo(make_bot) -> None:
     source = png(96, 64)
     async with make_bot() as bot:
         photo = bot.send("", photo_bytes=source)
-        msg = bot.send("/edit make it night 1024x1024 high", reply_to=photo)
+        msg = bot.send("/edit make it night 1024x1024 --high", reply_to=photo)
         (result,) = await bot.replies(msg, kinds=("photo",))
         request, uploaded = only_edit_request(bot)
         assert request.fields["prompt"] == "make it night"

@@ -96,14 +96,20 @@ SIZE_CASES = {
     "1536x1024": "1536x1024",
     "1536×1024": "1536x1024",
     "1024X1536": "1024x1536",
-    "square": "1024x1024",
-    "landscape": "1536x1024",
-    "portrait": "1024x1536",
+    "--square": "1024x1024",
+    "--landscape": "1536x1024",
+    "—portrait": "1024x1536",  # em dash, as Telegram's apps write --
+    "--size 1536x1024": "1536x1024",
+    "16:9": "1280x720",  # gpt-image-2 takes the exact ratio, sides multiples of 16
+    "9:16": "720x1280",
+    "3:2": "1248x832",
+    "--ar 7:5": "1232x880",
+    "1:1": "1024x1024",
 }
 
 
 async def test_size_options_are_mapped(make_bot) -> None:
-    async with make_bot(MAX_INFLIGHT_PER_USER="10") as bot:
+    async with make_bot(MAX_INFLIGHT_PER_USER=str(len(SIZE_CASES))) as bot:
         messages = {
             typed: bot.send(f"/image lighthouse {i}  {typed}") for i, typed in enumerate(SIZE_CASES)
         }
@@ -121,13 +127,38 @@ async def test_size_options_are_mapped(make_bot) -> None:
 
 async def test_dalle3_named_sizes(make_bot) -> None:
     async with make_bot(IMAGE_MODEL="dall-e-3") as bot:
-        msg = bot.send("/image tall tower portrait")
-        await bot.replies(msg, kinds=("photo",))
-        msg2 = bot.send("/image wide field landscape")
-        await bot.replies(msg2, kinds=("photo",))
-        sizes = [r.fields["size"] for r in bot.oai.api_requests]
-        assert sizes == ["1024x1792", "1792x1024"]
+        sent = []
+        for command in (
+            "/image tall tower --portrait",
+            "/image wide field --landscape",
+            "/image wide sea 16:9",
+            "/image tall tree 9:16",
+            "/image box --ar 5:4",
+        ):
+            msg = bot.send(command)
+            await bot.replies(msg, kinds=("photo",))
+            sent.append(bot.oai.api_requests[-1].fields["size"])
+        assert sent == ["1024x1792", "1792x1024", "1792x1024", "1024x1792", "1024x1024"]
         assert bot.oai.invalid_requests == []
+
+
+async def test_aspect_ratio_maps_to_the_nearest_listed_size(make_bot) -> None:
+    async with make_bot(IMAGE_MODEL="gpt-image-1") as bot:
+        msg = bot.send("/image wide sea 16:9")
+        await bot.replies(msg, kinds=("photo",))
+        (request,) = bot.oai.api_requests
+        assert request.fields["size"] == "1536x1024"
+        assert request.fields["prompt"] == "wide sea"
+        assert bot.oai.invalid_requests == []
+
+
+async def test_ratio_past_the_models_limit_is_explained_before_any_call(make_bot) -> None:
+    async with make_bot() as bot:
+        msg = bot.send("/image a long banner --ar 4:1")
+        text = await bot.reply_text(msg)
+        assert "4:1" in text and "ratio up to 3:1" in text
+        await bot.settle(0.2)
+        assert bot.oai.api_requests == []
 
 
 async def test_x2_is_one_request_and_an_album(make_bot) -> None:
@@ -162,8 +193,14 @@ async def test_dalle3_x3_fans_out_three_parallel_requests(make_bot) -> None:
 
 
 QUALITY_CASES = {
-    "gpt-image-2": {"hd": "high", "standard": "medium", "low": "low", "high": "high"},
-    "dall-e-3": {"high": "hd", "hd": "hd", "standard": "standard"},
+    "gpt-image-2": {
+        "--hd": "high",
+        "--standard": "medium",
+        "--low": "low",
+        "—high": "high",
+        "--quality medium": "medium",
+    },
+    "dall-e-3": {"--high": "hd", "–hd": "hd", "--quality=standard": "standard"},
 }
 
 
@@ -181,7 +218,7 @@ async def test_quality_words_are_mapped(make_bot, model: str) -> None:
 
 async def test_style_goes_to_dalle3(make_bot) -> None:
     async with make_bot(IMAGE_MODEL="dall-e-3") as bot:
-        msg = bot.send("/image quiet forest natural")
+        msg = bot.send("/image quiet forest --natural")
         await bot.replies(msg, kinds=("photo",))
         (request,) = bot.oai.api_requests
         assert request.fields["style"] == "natural"
@@ -189,12 +226,36 @@ async def test_style_goes_to_dalle3(make_bot) -> None:
 
 
 @pytest.mark.parametrize(
+    "prompt",
+    [
+        "a beautiful natural landscape",
+        "logo on a square",
+        "sunset over the sea, vivid",
+        "a high tower in portrait",
+        "transparent glass, hd",
+    ],
+)
+async def test_option_words_without_a_marker_stay_in_the_prompt(make_bot, prompt: str) -> None:
+    """Issue #8: these used to lose words to options (or be refused for a style)."""
+    async with make_bot(IMAGE_MODEL="dall-e-3") as bot:
+        msg = bot.send(f"/image {prompt}")
+        await bot.replies(msg, kinds=("photo",))
+        (request,) = bot.oai.api_requests
+        assert request.fields["prompt"] == prompt
+        assert "style" not in request.fields and "quality" not in request.fields
+        assert request.fields.get("size") in (None, "1024x1024")
+
+
+@pytest.mark.parametrize(
     ("model", "command", "expected"),
     [
         ("dall-e-3", "/image cat 1000x1000", ("dall-e-3", "1000x1000", "1024x1024", "1792x1024")),
-        ("gpt-image-2", "/image cat vivid", ("gpt-image-2", "style", "vivid")),
-        ("dall-e-3", "/image cat transparent", ("dall-e-3", "background", "transparent")),
-        ("dall-e-2", "/image cat hd", ("dall-e-2", "hd", "standard")),
+        ("gpt-image-2", "/image cat --vivid", ("gpt-image-2", "style", "vivid")),
+        ("dall-e-3", "/image cat --transparent", ("dall-e-3", "background", "transparent")),
+        ("dall-e-2", "/image cat —hd", ("dall-e-2", "hd", "It accepts: --standard.")),
+        ("gpt-image-2", "/image cat --hdd", ("--hdd", "--high", "--ar W:H", "full stop")),
+        ("gpt-image-2", "/image cat --size", ("--size", "--size 1536x1024")),
+        ("gpt-image-2", "/image cat --quality ultra", ("--quality ultra", "low, medium, high")),
         ("gpt-image-2", "/image cat 100x100", ("gpt-image-2", "100x100", "1024x1024")),
     ],
 )
@@ -223,7 +284,7 @@ async def test_prompt_too_long_for_dalle2(make_bot) -> None:
 async def test_multiline_prompt_is_kept_exactly(make_bot) -> None:
     prompt = "a cat\n  wearing a hat\n\non a mat"
     async with make_bot() as bot:
-        msg = bot.send(f"/image {prompt}\nsquare x2")
+        msg = bot.send(f"/image {prompt}\n--square x2")
         await bot.replies(msg, count=2, kinds=("photo",))
         (request,) = bot.oai.api_requests
         assert request.fields["prompt"] == prompt
@@ -261,7 +322,7 @@ async def test_image_as_reply_to_a_photo_caption(make_bot) -> None:
 async def test_image_x2_as_reply_keeps_the_options(make_bot) -> None:
     async with make_bot() as bot:
         original = bot.send("misty mountains")
-        msg = bot.send("/image x2 landscape", reply_to=original)
+        msg = bot.send("/image x2 --landscape", reply_to=original)
         await bot.replies(msg, count=2, kinds=("photo",))
         (request,) = bot.oai.api_requests
         assert request.fields["prompt"] == "misty mountains"
@@ -274,7 +335,7 @@ async def test_image_without_prompt_or_reply_gets_usage(make_bot) -> None:
         msg = bot.send("/image")
         text = await bot.reply_text(msg)
         assert "/image" in text
-        msg2 = bot.send("/image x2 square")
+        msg2 = bot.send("/image x2 --square")
         text2 = await bot.reply_text(msg2)
         assert text2 == text
         await bot.settle(0.2)
@@ -312,7 +373,7 @@ async def test_b64_answer_is_decoded(make_bot) -> None:
 
 async def test_transparent_picture_goes_as_a_document(make_bot) -> None:
     async with make_bot() as bot:
-        msg = bot.send("/image neon cat logo transparent")
+        msg = bot.send("/image neon cat logo --transparent")
         (doc,) = await bot.replies(msg, kinds=("document", "photo"))
         assert doc.kind == "document"
         assert bot.tg.calls_of("sendPhoto") == []  # decided before sending
@@ -450,8 +511,10 @@ async def test_help_mentions_command_options_model_and_sizes(make_bot, command: 
     async with make_bot() as bot:
         msg = bot.send(command)
         text = await bot.reply_text(msg)
-        for part in ("/image", "x2", "square", "transparent", "gpt-image-2", "1536x1024"):
+        for part in ("/image", "x2", "--square", "--transparent", "gpt-image-2", "1536x1024"):
             assert part in text
+        sizes = next(line for line in text.splitlines() if line.startswith("Sizes:"))
+        assert "--landscape" in sizes and "16:9" in sizes, sizes  # as they are typed
 
 
 async def test_help_follows_the_configured_model(make_bot) -> None:

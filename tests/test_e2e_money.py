@@ -92,7 +92,7 @@ async def test_cost_from_usage_for_each_gpt_image_model(
 ) -> None:
     text_price, output_price = prices
     async with make_bot(IMAGE_MODEL=model, ADMIN_USER_IDS=str(ADMIN)) as bot:
-        msg = bot.send("/image cat low")
+        msg = bot.send("/image cat --low")
         assert (await answer(bot, msg)).kind == "photo"
         # The emulator bills "cat" as 1 text token and a low 1024x1024 picture as 272 tokens.
         expected = 1 * text_price + 272 * output_price
@@ -109,7 +109,7 @@ async def test_cost_from_usage_for_each_gpt_image_model(
 
 # -- budget -------------------------------------------------------------------------------------
 
-# gpt-image-1, "/image cat N low 1024x1024" (5 bytes of prompt): the worst case is
+# gpt-image-1, "/image cat N --low 1024x1024" (5 bytes of prompt): the worst case is
 # 5 * 5,000 + 272 * 40,000 = 10,905,000 n$; the emulator bills 2 text tokens, 10,890,000 n$.
 WORST, ACTUAL = 10_905_000, 10_890_000
 
@@ -122,7 +122,7 @@ async def test_budget_burst_of_many_users_never_goes_over(make_bot) -> None:
     ) as bot:
         bot.oai.delay = 0.3
         users = [USER + i for i in range(8)]
-        msgs = [bot.send(f"/image cat {i} low 1024x1024", user_id=u) for i, u in enumerate(users)]
+        msgs = [bot.send(f"/image cat {i} --low 1024x1024", user_id=u) for i, u in enumerate(users)]
         answers = [await answer(bot, msg) for msg in msgs]
         photos = [a for a in answers if a.kind == "photo"]
         refusals = [a.text or "" for a in answers if a.kind == "text"]
@@ -132,7 +132,7 @@ async def test_budget_burst_of_many_users_never_goes_over(make_bot) -> None:
         cost = await spent(bot, images=3)
         assert cost == 3 * ACTUAL <= budget
         # What is left cannot take another worst case: still refused, nothing sent.
-        late = await answer(bot, bot.send("/image cat 9 low 1024x1024", user_id=USER + 9))
+        late = await answer(bot, bot.send("/image cat 9 --low 1024x1024", user_id=USER + 9))
         assert late.kind == "text" and "budget" in (late.text or "")
         assert len(bot.oai.api_requests) == 3
         assert (await bot.services.store.spend()).budget_held == 0
@@ -142,14 +142,14 @@ async def test_admins_are_told_once_at_80_and_once_at_100_percent(make_bot) -> N
     async with make_bot(
         IMAGE_MODEL="gpt-image-1", DAILY_BUDGET_USD="0.013", ADMIN_USER_IDS=str(ADMIN)
     ) as bot:
-        first = await answer(bot, bot.send("/image cat 1 low 1024x1024"))
+        first = await answer(bot, bot.send("/image cat 1 --low 1024x1024"))
         assert first.kind == "photo"
         assert ACTUAL * 100 >= 13_000_000 * 80  # 84 % used
         alerts = await texts_with(bot, ADMIN, "80%")
         assert "$0.01089 of $0.013" in alerts[0], alerts
         assert not [m for m in bot.tg.sent_messages(ADMIN) if "used up" in (m.text or "")]
         for i in (2, 3, 4):
-            refused = await answer(bot, bot.send(f"/image cat {i} low 1024x1024"))
+            refused = await answer(bot, bot.send(f"/image cat {i} --low 1024x1024"))
             assert "budget" in (refused.text or "")
         await texts_with(bot, ADMIN, "used up")
         await bot.settle(0.3)
@@ -349,10 +349,10 @@ async def test_a_request_dearer_than_the_whole_budget_says_so(make_bot) -> None:
     async with make_bot(
         IMAGE_MODEL="gpt-image-1", DAILY_BUDGET_USD="0.013", ADMIN_USER_IDS=str(ADMIN)
     ) as bot:
-        refused = await answer(bot, bot.send("/image cat high 1024x1536 x4"))
+        refused = await answer(bot, bot.send("/image cat --high 1024x1536 x4"))
         text = refused.text or ""
         assert "more than the bot's whole daily budget of $0.013" in text, text
         assert bot.oai.api_requests == []
-        assert (await answer(bot, bot.send("/image cat low 1024x1024"))).kind == "photo"
+        assert (await answer(bot, bot.send("/image cat --low 1024x1024"))).kind == "photo"
         await bot.settle(0.3)
         assert not [m for m in bot.tg.sent_messages(ADMIN) if "used up" in (m.text or "")]

@@ -81,7 +81,7 @@ async def test_every_result_has_three_short_buttons(make_bot) -> None:
 
 async def test_again_repeats_the_same_request(make_bot) -> None:
     async with make_bot() as bot:
-        msg = bot.send("/image yellow alpaca 1536x1024 high")
+        msg = bot.send("/image yellow alpaca 1536x1024 --high")
         (photo,) = await bot.replies(msg, kinds=("photo",))
         press(bot, photo, button(photo, "🔁"))
         (again,) = await bot.replies(photo.message, kinds=("photo",))
@@ -226,14 +226,14 @@ async def test_album_buttons_come_on_a_follow_up(make_bot) -> None:
 
 async def test_history_lists_and_reruns(make_bot) -> None:
     async with make_bot() as bot:
-        for text in ("/image red fox 1536x1024", "/image blue whale high", "/image green frog"):
+        for text in ("/image red fox 1536x1024", "/image blue whale --high", "/image green frog"):
             msg = bot.send(text)
             await bot.replies(msg, kinds=("photo",))
         msg = bot.send("/history")
         (listing,) = await bot.replies(msg, kinds=("text",))
         lines = (listing.text or "").splitlines()
         assert lines[1].startswith("1. green frog")
-        assert lines[2].startswith("2. blue whale (high)")
+        assert lines[2].startswith("2. blue whale (--high)")
         assert lines[3].startswith("3. red fox (1536x1024)")
         assert all("UTC" in line for line in lines[1:])
         found = buttons(listing)

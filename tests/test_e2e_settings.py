@@ -33,6 +33,13 @@ def buttons(sent: SentMessage) -> list[tuple[str, str]]:
     ]
 
 
+async def saved_settings(bot: Harness, *, scope: str = "user", scope_id: int = USER) -> dict:
+    """Return the saved settings, without the remembered Telegram language."""
+    values = await bot.services.store.get_settings(scope=scope, scope_id=scope_id)
+    values.pop("seen_language", None)
+    return values
+
+
 async def open_settings(
     bot: Harness, *, user_id: int = USER, chat_id: int | None = None, **kwargs: Any
 ) -> SentMessage:
@@ -90,7 +97,7 @@ async def test_defaults_from_the_keyboard_are_used_and_typed_options_win(make_bo
         await choose(bot, menu, "Count", "2")
         await choose(bot, menu, "Quality", "high")
         assert "Size: 1536x1024" in [t for t, _ in buttons(menu)]
-        saved = await bot.services.store.get_settings(scope="user", scope_id=USER)
+        saved = await saved_settings(bot)
         assert saved == {"size": "1536x1024", "count": "2", "quality": "high"}
 
         msg = bot.send("/image yellow alpaca")
@@ -98,7 +105,7 @@ async def test_defaults_from_the_keyboard_are_used_and_typed_options_win(make_bo
         fields = bot.oai.api_requests[-1].fields
         assert (fields["size"], fields["n"], fields["quality"]) == ("1536x1024", 2, "high")
 
-        typed = bot.send("/image yellow alpaca 1024x1024 x1 low")
+        typed = bot.send("/image yellow alpaca 1024x1024 x1 --low")
         await bot.replies(typed, kinds=("photo",))
         fields = bot.oai.api_requests[-1].fields
         assert (fields["size"], fields.get("n", 1), fields["quality"]) == ("1024x1024", 1, "low")
@@ -106,7 +113,7 @@ async def test_defaults_from_the_keyboard_are_used_and_typed_options_win(make_bo
         # "Default" clears the choice again.
         await press(bot, menu, "Quality")
         await press(bot, menu, "↺")
-        saved = await bot.services.store.get_settings(scope="user", scope_id=USER)
+        saved = await saved_settings(bot)
         assert "quality" not in saved
         assert bot.oai.invalid_requests == []
 
@@ -115,7 +122,7 @@ async def test_model_choice_is_used(make_bot) -> None:
     async with make_bot(IMAGE_MODELS=MODELS) as bot:
         menu = await open_settings(bot)
         await choose(bot, menu, "Model", "dall-e-3")
-        msg = bot.send("/image yellow alpaca landscape")
+        msg = bot.send("/image yellow alpaca --landscape")
         await bot.replies(msg, kinds=("photo",))
         fields = bot.oai.api_requests[-1].fields
         assert fields["model"] == "dall-e-3"
@@ -148,31 +155,27 @@ async def test_someone_else_pressing_the_buttons_changes_nothing(make_bot) -> No
         assert "someone else" in answer.get("text", ""), answer
         assert len(answer["text"]) <= 200
         # A forged "choose" press with the owner's data changes nothing either.
-        owner_choice = f"set:{USER}:size:1"
-        bot.tg.press_button(chat_id=USER, user_id=OTHER_USER, message=menu, data=owner_choice)
-        await bot.tg.wait_for_async("answerCallbackQuery", count=2, timeout=5)
+        for owner_choice in (f"set:{USER}:u:size:1", f"set:{USER}:size:1"):  # and the old form
+            bot.tg.press_button(chat_id=USER, user_id=OTHER_USER, message=menu, data=owner_choice)
+        await bot.tg.wait_for_async("answerCallbackQuery", count=3, timeout=5)
         await bot.settle(0.3)
         assert len(bot.tg.calls_of("editMessageText")) == edits
         assert buttons(menu) == before
-        assert await bot.services.store.get_settings(scope="user", scope_id=USER) == {}
-        assert await bot.services.store.get_settings(scope="user", scope_id=OTHER_USER) == {}
+        assert await saved_settings(bot) == {}
+        assert await saved_settings(bot, scope_id=OTHER_USER) == {}
 
 
 async def test_group_settings_are_for_chat_admins_and_apply_to_the_chat(make_bot) -> None:
     async with make_bot() as bot:
-        refused = bot.send("/settings", user_id=OTHER_USER, chat_id=GROUP)
-        text = await bot.reply_text(refused)
-        assert "administrators" in text.lower()
-        assert buttons(bot.tg.sent_messages(GROUP)[-1]) == []
-
         bot.tg.set_chat_admins(GROUP, [USER])
         menu = await open_settings(bot, user_id=USER, chat_id=GROUP)
-        assert "chat" in (menu.text or "").lower()
+        assert (menu.text or "").startswith("⚙️ Whose defaults")
+        assert [t for t, _ in buttons(menu)] == ["👥 This chat's", "👤 My own"]
+        await press(bot, menu, "👥")
+        assert (menu.text or "").startswith("⚙️ This chat's defaults")
         await choose(bot, menu, "Size", "1024x1536")
-        assert await bot.services.store.get_settings(scope="chat", scope_id=GROUP) == {
-            "size": "1024x1536"
-        }
-        assert await bot.services.store.get_settings(scope="user", scope_id=USER) == {}
+        assert await saved_settings(bot, scope="chat", scope_id=GROUP) == {"size": "1024x1536"}
+        assert await saved_settings(bot) == {}
         # A plain member's picture in the group uses the chat's default...
         msg = bot.send("/image yellow alpaca", user_id=OTHER_USER, chat_id=GROUP)
         await bot.replies(msg, kinds=("photo",))
@@ -184,6 +187,56 @@ async def test_group_settings_are_for_chat_admins_and_apply_to_the_chat(make_bot
         # A member pressing the admin's keyboard gets the notice.
         answer = await press(bot, menu, "Size", user_id=OTHER_USER, edits=False)
         assert "someone else" in answer.get("text", "")
+        # An admin who is demoted meanwhile can no longer change the chat's settings.
+        await press(bot, menu, "Size")
+        bot.tg.set_chat_member(GROUP, USER, "member")
+        answer = await press(bot, menu, "1536x1024", edits=False)
+        assert "administrators" in answer.get("text", ""), answer
+        assert await saved_settings(bot, scope="chat", scope_id=GROUP) == {"size": "1024x1536"}
+
+
+async def test_a_group_member_gets_their_own_settings_in_the_group(make_bot) -> None:
+    async with make_bot() as bot:
+        menu = await open_settings(bot, user_id=OTHER_USER, chat_id=GROUP)
+        assert (menu.text or "").startswith("⚙️ Your own defaults"), menu.text
+        assert all(f":{OTHER_USER}:u:" in f":{d}" for _, d in buttons(menu))
+        await choose(bot, menu, "Size", "1024x1536", user_id=OTHER_USER)
+        assert await saved_settings(bot, scope_id=OTHER_USER) == {"size": "1024x1536"}
+        assert await saved_settings(bot, scope="chat", scope_id=GROUP) == {}
+        # Their own settings apply to them, in the group and in private...
+        for chat in (GROUP, None):
+            msg = bot.send("/image yellow alpaca", user_id=OTHER_USER, chat_id=chat)
+            await bot.replies(msg, kinds=("photo",))
+            assert bot.oai.api_requests[-1].fields["size"] == "1024x1536"
+        # ...not to anyone else in the group, and nobody else can press their keyboard.
+        msg = bot.send("/image yellow alpaca", user_id=USER, chat_id=GROUP)
+        await bot.replies(msg, kinds=("photo",))
+        assert bot.oai.api_requests[-1].fields.get("size") != "1024x1536"
+        answer = await press(bot, menu, "Size", user_id=USER, edits=False)
+        assert "someone else" in answer.get("text", "")
+        # A forged press for the chat's settings changes nothing either.
+        forged = f"set:{OTHER_USER}:c:size:1"
+        answers = len(bot.tg.calls_of("answerCallbackQuery"))
+        bot.tg.press_button(chat_id=GROUP, user_id=OTHER_USER, message=menu, data=forged)
+        calls = await bot.tg.wait_for_async("answerCallbackQuery", count=answers + 1, timeout=5)
+        assert "administrators" in calls[answers].params.get("text", "")
+        assert await saved_settings(bot, scope="chat", scope_id=GROUP) == {}
+
+
+async def test_an_admin_can_choose_their_own_settings_in_a_group(make_bot) -> None:
+    async with make_bot() as bot:
+        bot.tg.set_chat_admins(GROUP, [USER])
+        menu = await open_settings(bot, user_id=USER, chat_id=GROUP)
+        answer = await press(bot, menu, "👥", user_id=OTHER_USER, edits=False)
+        assert "someone else" in answer.get("text", "")
+        await press(bot, menu, "👤")
+        assert (menu.text or "").startswith("⚙️ Your own defaults")
+        await choose(bot, menu, "Count", "2")
+        assert await saved_settings(bot) == {"count": "2"}
+        assert await saved_settings(bot, scope="chat", scope_id=GROUP) == {}
+        private = bot.send("/image yellow alpaca")
+        await bot.replies(private, count=2, kinds=("photo",))
+        assert bot.oai.api_requests[-1].fields["n"] == 2
 
 
 async def test_counters_and_settings_survive_a_restart(make_bot) -> None:

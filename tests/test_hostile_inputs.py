@@ -79,6 +79,20 @@ TAILS = [
     "standard low",
     "HIGH X2 SQUARE",
     "landscape portrait",
+    "--square --hd x2",
+    "—ar 16:9 –n 3",
+    "--ar 999:1",
+    "--ar 0:0",
+    "16:9 1:1",
+    "--hdd",
+    "--size",
+    "--size=",
+    "--n 99",
+    "--n " + "9" * 3000,
+    "--quality ultra",
+    "--" + "a" * 3000,
+    "—" * 50,
+    "-- -- --",
 ]
 
 WHOLE = [

@@ -44,7 +44,10 @@ async def guard(services: Services, *, message: Message, user: User, chat: Chat,
         if len(services.denied_notices) > 10_000:
             services.denied_notices.clear()
             services.denied_notices[key] = now
-        await reply_plain(message, services.texts.get(lang, "access.denied_group", user_id=user.id))
+        await reply_plain(
+            message,
+            services.texts.get(lang, "access.denied_group", user_id=user.id, chat_id=chat.id),
+        )
     else:
         await reply_plain(message, services.texts.get(lang, "access.denied", user_id=user.id))
     return False

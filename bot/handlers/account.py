@@ -11,6 +11,10 @@ from bot.handlers.common import language_of, reply_plain
 from bot.handlers.replies import until
 from bot.handlers.services import Services
 
+# Failure outcomes `run_generation` records besides the images errors' kinds; each has a name in
+# the catalogues (`stats.kind.<outcome>`), and an outcome without one is shown as recorded.
+OUTCOMES = frozenset({"error", "download"})
+
 
 async def usage_command(
     update: Update, context: ContextTypes.DEFAULT_TYPE, *, services: Services
@@ -26,17 +30,17 @@ async def usage_command(
         user_id=user.id, user_limit=0 if exempt else settings.daily_image_limit
     )
     if usage.remaining is None:
-        body = texts.get(lang, "usage.unlimited", used=usage.used_today)
+        body = texts.get(lang, "usage.unlimited", count=usage.used_today)
     else:
         body = texts.get(
             lang,
             "usage.limited",
             used=usage.used_today,
-            limit=usage.limit,
+            count=usage.limit,
             remaining=usage.remaining,
             resets_in=until(texts, lang, resets_at=usage.resets_at, now=services.clock()),
         )
-    total = texts.get(lang, "usage.total", total=usage.total_all_time)
+    total = texts.get(lang, "usage.total", count=usage.total_all_time)
     await reply_plain(message, f"{body}\n{total}")
 
 
@@ -57,7 +61,11 @@ async def stats_command(
     def failures(by_kind: dict[str, int]) -> str:
         if not by_kind:
             return texts.get(lang, "stats.no_failures")
-        return ", ".join(f"{kind} {count}" for kind, count in sorted(by_kind.items()))
+        return ", ".join(f"{kind_name(kind)}: {count}" for kind, count in sorted(by_kind.items()))
+
+    def kind_name(kind: str) -> str:
+        name = f"stats.kind.{kind}"
+        return texts.get(lang, f"stats.kind.{kind}") if texts.has(name) else kind
 
     def top(users: list[tuple[int, int]]) -> str:
         if not users:
@@ -71,15 +79,15 @@ async def stats_command(
             lang,
             "stats.body",
             day=stats.day.isoformat(),
-            images_today=stats.images_today,
-            requests_today=stats.requests_today,
+            images_today=texts.get(lang, "stats.pictures", count=stats.images_today),
+            requests_today=texts.get(lang, "stats.requests", count=stats.requests_today),
             failures_today=failures(stats.failures_today),
             top_today=top(stats.top_users_today),
-            images_all=stats.images_all_time,
-            requests_all=stats.requests_all_time,
+            images_all=texts.get(lang, "stats.pictures", count=stats.images_all_time),
+            requests_all=texts.get(lang, "stats.requests", count=stats.requests_all_time),
             failures_all=failures(stats.failures_all_time),
             top_all=top(stats.top_users_all_time),
-            users=stats.distinct_users,
+            users=texts.get(lang, "stats.users", count=stats.distinct_users),
         )
         + f"\n\n{spend}",
     )

@@ -168,19 +168,20 @@ async def _alert_budget(
     """Tell the admins, once per level per UTC day, how much of the budget is used."""
     settings, texts = services.settings, services.texts
     day = utc_day(services.clock()).isoformat()
+    spent_usd = pricing.format_usd(spent)
+    budget_usd = pricing.format_usd(settings.daily_budget)
     for level in levels:
         if not await services.store.should_alert(kind=f"budget{level}:{day}", every=_ALERT_KEEP):
             continue
-        text = texts.get(
-            texts.default,
-            "admin.budget.100" if level >= 100 else "admin.budget.80",
-            spent=pricing.format_usd(spent),
-            budget=pricing.format_usd(settings.daily_budget),
-        )
+        key = "admin.budget.100" if level >= 100 else "admin.budget.80"
+
+        def text_for(lang: str, key: str = key) -> str:
+            return texts.get(lang, key, spent=spent_usd, budget=budget_usd)
+
         if not settings.admin_user_ids:
-            logger.warning("%s (no ADMIN_USER_IDS to tell)", text)
+            logger.warning("%s (no ADMIN_USER_IDS to tell)", text_for(texts.default))
             continue
-        await tell_admins(message.get_bot(), settings.admin_user_ids, text)
+        await tell_admins(services, message.get_bot(), text_for)
 
 
 async def spend_report(services: Services, lang: str) -> str:

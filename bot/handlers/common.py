@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable
 
 from telegram import Bot, CallbackQuery, Chat, InlineKeyboardMarkup, Message, User
 from telegram.error import Forbidden, TelegramError
 
 from bot.handlers.services import Services
+from bot.store import StoreError
 
 logger = logging.getLogger(__name__)
+
+# The user setting that remembers the last Telegram `language_code` seen from a user, so that
+# messages the bot starts (admin alerts) go out in their language too.
+SEEN_LANGUAGE = "seen_language"
+_MAX_LANGUAGE_CODE = 16
 
 _COMMAND = re.compile(r"^/[^\s]+")
 
@@ -27,13 +33,36 @@ def is_group(chat: Chat) -> bool:
 
 
 async def language_of(services: Services, user: User | None) -> str:
-    """Return the user's chosen language, else the one their Telegram app uses."""
+    """Return the user's chosen language, else the one their Telegram app uses.
+
+    Also remembers the app's `language_code` (a write only when it changed; the read is the one
+    this lookup makes anyway, and the store caches it).
+    """
     if user is None:
         return services.texts.default
-    chosen = (await services.store.get_settings(scope="user", scope_id=user.id)).get("language")
+    values = await services.store.get_settings(scope="user", scope_id=user.id)
+    seen = (user.language_code or "")[:_MAX_LANGUAGE_CODE]
+    if seen and values.get(SEEN_LANGUAGE) != seen:
+        try:
+            await services.store.set_setting(
+                scope="user", scope_id=user.id, key=SEEN_LANGUAGE, value=seen
+            )
+        except StoreError as exc:
+            logger.warning("could not remember the language of user %s: %s", user.id, exc)
+    return _chosen_or_seen(services, values, seen)
+
+
+async def language_for(services: Services, user_id: int) -> str:
+    """Return the language of a user the bot writes to first: chosen, else last seen."""
+    values = await services.store.get_settings(scope="user", scope_id=user_id)
+    return _chosen_or_seen(services, values, values.get(SEEN_LANGUAGE))
+
+
+def _chosen_or_seen(services: Services, values: dict[str, str], seen: str | None) -> str:
+    chosen = values.get("language")
     if chosen and chosen in services.texts.languages:
         return chosen
-    return services.texts.pick(user.language_code)
+    return services.texts.pick(seen)
 
 
 async def reply_plain(
@@ -78,11 +107,21 @@ async def refuse_stale(services: Services, message: Message, lang: str) -> bool:
     return True
 
 
-async def tell_admins(bot: Bot, admins: Iterable[int], text: str) -> None:
-    """Send `text` to each admin privately; log (and skip) those who cannot be reached."""
-    for admin in sorted(admins):
+async def tell_admins(services: Services, bot: Bot, text_for: Callable[[str], str]) -> None:
+    """Send `text_for(language)` to each admin privately, in the admin's own language.
+
+    The language is the one the admin chose, else the last one the bot saw from them; admins who
+    cannot be reached are logged and skipped.
+    """
+    texts = services.texts
+    for admin in sorted(services.settings.admin_user_ids):
         try:
-            await bot.send_message(chat_id=admin, text=text)
+            lang = await language_for(services, admin)
+        except StoreError as err:
+            logger.warning("could not read the language of admin %s: %s", admin, err)
+            lang = texts.default
+        try:
+            await bot.send_message(chat_id=admin, text=text_for(lang))
         except Forbidden:
             logger.warning("admin %s has not started the bot; alert skipped", admin)
         except TelegramError as err:

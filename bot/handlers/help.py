@@ -10,6 +10,10 @@ from bot.handlers.access import admit
 from bot.handlers.common import language_of, reply_plain
 from bot.handlers.image import load_preferences
 from bot.handlers.services import Services
+from bot.prompt import as_typed
+
+# Ratios shown in /help (typed bare; every model maps them to one of its sizes).
+SHOWN_RATIOS = ("16:9", "3:2", "1:1", "2:3", "9:16")
 
 
 async def help_command(
@@ -24,15 +28,17 @@ async def help_command(
     caps = caps_for(prefs.model, services.settings.model_aliases)
     texts = services.texts
     limit = services.settings.daily_image_limit
+    sizes = [as_typed("size", size) for size in describe_sizes(caps)]
+    sizes += SHOWN_RATIOS
     parts = [
         texts.get(lang, "help.intro"),
         texts.get(lang, "help.examples"),
         texts.get(lang, "help.options", max_count=caps.max_count),
-        texts.get(lang, "help.model", model=caps.name, sizes=", ".join(describe_sizes(caps))),
+        texts.get(lang, "help.model", model=caps.name, sizes=", ".join(sizes)),
         texts.get(lang, "help.commands"),
     ]
     if limit > 0:
-        parts.append(texts.get(lang, "help.limit", limit=limit))
+        parts.append(texts.get(lang, "help.limit", count=limit))
     await reply_plain(message, "\n\n".join(parts))
 
 

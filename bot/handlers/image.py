@@ -442,5 +442,7 @@ async def alert_admins(services: Services, message: Message, exc: ImagesError) -
         return
     if not await services.store.should_alert(kind=exc.kind, every=ADMIN_ALERT_EVERY):
         return
-    text = services.texts.get(services.texts.default, f"admin.alert.{exc.kind}")
-    await tell_admins(message.get_bot(), admins, text)
+    texts = services.texts
+    await tell_admins(
+        services, message.get_bot(), lambda lang: texts.get(lang, f"admin.alert.{exc.kind}")
+    )

@@ -9,7 +9,15 @@ from bot.capabilities import PromptTooLong, UnsupportedOption
 from bot.i18n import Texts
 from bot.images import ImagesError, ImagesRateLimited
 from bot.limiter import UserBusy
-from bot.prompt import BadOption, ConflictingOption, EmptyPrompt, PromptError
+from bot.prompt import (
+    BadOption,
+    ConflictingOption,
+    EmptyPrompt,
+    MissingValue,
+    PromptError,
+    UnknownOption,
+    as_typed,
+)
 from bot.quota import QuotaExceeded
 
 # A value echoed back from the user's command is cut to this many characters, so that the reply
@@ -27,9 +35,17 @@ def until(texts: Texts, lang: str, *, resets_at: datetime, now: datetime) -> str
     """Return how long until `resets_at`, in whole minutes (at least one), in `lang`."""
     minutes = max(1, math.ceil((resets_at - now).total_seconds() / 60))
     hours, mins = divmod(minutes, 60)
-    if hours:
-        return texts.get(lang, "time.hours_minutes", hours=hours, minutes=mins)
-    return texts.get(lang, "time.minutes", minutes=mins)
+    if not hours:
+        return texts.get(lang, "time.minutes", count=mins)
+    hours_text = texts.get(lang, "time.hours", count=hours)
+    if not mins:
+        return hours_text
+    return texts.get(
+        lang,
+        "time.hours_minutes",
+        hours=hours_text,
+        minutes=texts.get(lang, "time.minutes", count=mins),
+    )
 
 
 def error_text(texts: Texts, lang: str, exc: Exception, *, now: datetime) -> str | None:
@@ -41,10 +57,10 @@ def error_text(texts: Texts, lang: str, exc: Exception, *, now: datetime) -> str
             option=texts.get(lang, f"option.{exc.option}"),
             value=shown(exc.value),
             model=exc.model,
-            allowed=", ".join(exc.allowed),
+            allowed=", ".join(as_typed(exc.option, value) for value in exc.allowed),
         )
     if isinstance(exc, PromptTooLong):
-        return texts.get(lang, "error.prompt_too_long", limit=exc.limit, length=exc.length)
+        return texts.get(lang, "error.prompt_too_long", limit=exc.limit, count=exc.length)
     if isinstance(exc, BadOption):
         return texts.get(
             lang,
@@ -60,29 +76,35 @@ def error_text(texts: Texts, lang: str, exc: Exception, *, now: datetime) -> str
             option=texts.get(lang, f"option.{exc.option}"),
             values=", ".join(shown(value) for value in exc.values),
         )
+    if isinstance(exc, UnknownOption):
+        return texts.get(
+            lang, "error.unknown_option", value=shown(exc.value), allowed=", ".join(exc.allowed)
+        )
+    if isinstance(exc, MissingValue):
+        return texts.get(lang, "error.missing_value", value=shown(exc.value), example=exc.example)
     if isinstance(exc, EmptyPrompt):
         return texts.get(lang, "image.usage")
     if isinstance(exc, PromptError):
         return texts.get(lang, "error.prompt_invalid")
     if isinstance(exc, QuotaExceeded):
-        some_left = exc.remaining > 0  # some are left, just fewer than were asked for
-        if exc.scope == "user":
-            key = "error.quota_user_left" if some_left else "error.quota_user"
-        else:
-            key = "error.quota_chat_left" if some_left else "error.quota_chat"
+        resets_in = until(texts, lang, resets_at=exc.resets_at, now=now)
+        if exc.remaining > 0:  # some are left, just fewer than were asked for
+            key = "error.quota_user_left" if exc.scope == "user" else "error.quota_chat_left"
+            return texts.get(lang, key, count=exc.remaining, limit=exc.limit, resets_in=resets_in)
+        key = "error.quota_user" if exc.scope == "user" else "error.quota_chat"
         return texts.get(
             lang,
             key,
-            limit=exc.limit,
+            count=exc.limit,
             remaining=exc.remaining,
-            resets_in=until(texts, lang, resets_at=exc.resets_at, now=now),
+            resets_in=resets_in,
         )
     if isinstance(exc, UserBusy):
         return texts.get(lang, "error.busy", limit=exc.limit)
     if isinstance(exc, ImagesRateLimited):
         retry_after = exc.retry_after
         seconds = max(1, math.ceil(retry_after)) if retry_after is not None else 60
-        return texts.get(lang, "error.images.rate_limited", seconds=seconds)
+        return texts.get(lang, "error.images.rate_limited", count=seconds)
     if isinstance(exc, ImagesError):
         return texts.get(lang, f"error.images.{exc.kind}")
     return None

@@ -1,8 +1,14 @@
-"""/settings: an inline keyboard for a user's (or, in groups, the chat's) defaults.
+"""/settings: an inline keyboard for a user's own defaults or, in groups, the chat's.
 
 The keyboard belongs to whoever opened it: presses by anyone else get a short notice and change
-nothing. In groups it edits the chat's settings and only the chat's administrators may open it.
-Callback data: `set:<owner id>:<field>[:<value index>]`, well under Telegram's 64 bytes.
+nothing. In a private chat it edits the user's own settings. In a group, a member who is not an
+administrator gets a keyboard for their own settings (the chat's settings still win in that
+chat); an administrator first chooses between the chat's settings and their own, and is checked
+again before each change to the chat's.
+
+Callback data: `set:<owner id>:<scope>:<field>[:<value index>]`, scope `c` (the chat) or `u` (the
+owner), well under Telegram's 64 bytes. Keyboards sent before scopes existed
+(`set:<owner id>:<field>[:<value index>]`) keep working, with the scope their chat implies.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from telegram.ext import ContextTypes
 
 from bot.capabilities import NAMED_SIZES, caps_for, describe_sizes
 from bot.handlers.access import admit
-from bot.handlers.common import is_group, language_of, reply_plain
+from bot.handlers.common import is_group, language_of
 from bot.handlers.keyboards import SETTINGS, callback, split_callback
 from bot.handlers.services import Services
 
@@ -27,8 +33,12 @@ COUNTS = ("1", "2", "3", "4")
 DEFAULT_QUALITIES = ("low", "medium", "high", "auto")
 
 
-def _scope(chat: Chat, user: User) -> tuple[str, int]:
-    return ("chat", chat.id) if is_group(chat) else ("user", user.id)
+CHAT_SCOPE = "c"
+OWN_SCOPE = "u"
+
+
+def _scope(chat: Chat, user: User, letter: str) -> tuple[str, int]:
+    return ("chat", chat.id) if letter == CHAT_SCOPE else ("user", user.id)
 
 
 def field_values(services: Services, field: str, values: dict[str, str]) -> tuple[str, ...]:
@@ -66,10 +76,11 @@ def _shown(services: Services, lang: str, field: str, value: str | None) -> str:
 
 
 def main_menu(
-    services: Services, *, lang: str, owner: int, values: dict[str, str]
+    services: Services, *, lang: str, owner: int, scope: str, values: dict[str, str]
 ) -> InlineKeyboardMarkup:
     """Return the overview keyboard: one button per field showing its current value."""
     texts = services.texts
+    data = (str(owner), scope)
     rows = []
     for field in FIELDS:
         if field != "language" and len(field_values(services, field, values)) == 0:
@@ -79,7 +90,7 @@ def main_menu(
         rows.append(
             [
                 InlineKeyboardButton(
-                    f"{label}: {value}", callback_data=callback(SETTINGS, str(owner), field)
+                    f"{label}: {value}", callback_data=callback(SETTINGS, *data, field)
                 )
             ]
         )
@@ -87,7 +98,7 @@ def main_menu(
         [
             InlineKeyboardButton(
                 texts.get(lang, "settings.done"),
-                callback_data=callback(SETTINGS, str(owner), "done"),
+                callback_data=callback(SETTINGS, *data, "done"),
             )
         ]
     )
@@ -95,15 +106,16 @@ def main_menu(
 
 
 def field_menu(
-    services: Services, *, lang: str, owner: int, field: str, values: dict[str, str]
+    services: Services, *, lang: str, owner: int, scope: str, field: str, values: dict[str, str]
 ) -> InlineKeyboardMarkup:
     """Return the choices for one field, plus "default" and "back"."""
     texts = services.texts
+    data = (str(owner), scope)
     choices = field_values(services, field, values)
     buttons = [
         InlineKeyboardButton(
             ("✅ " if values.get(field) == choice else "") + _shown(services, lang, field, choice),
-            callback_data=callback(SETTINGS, str(owner), field, str(i)),
+            callback_data=callback(SETTINGS, *data, field, str(i)),
         )
         for i, choice in enumerate(choices)
     ]
@@ -112,11 +124,11 @@ def field_menu(
         [
             InlineKeyboardButton(
                 texts.get(lang, "settings.reset"),
-                callback_data=callback(SETTINGS, str(owner), field, "-"),
+                callback_data=callback(SETTINGS, *data, field, "-"),
             ),
             InlineKeyboardButton(
                 texts.get(lang, "settings.back"),
-                callback_data=callback(SETTINGS, str(owner), "back"),
+                callback_data=callback(SETTINGS, *data, "back"),
             ),
         ]
     )
@@ -132,24 +144,45 @@ async def _may_change_chat(message: Message, user: User) -> bool:
     return member.status in (ChatMemberStatus.OWNER, ChatMemberStatus.ADMINISTRATOR)
 
 
+def scope_menu(services: Services, *, lang: str, owner: int) -> InlineKeyboardMarkup:
+    """Return the choice an administrator makes in a group: the chat's settings or their own."""
+    texts = services.texts
+    return InlineKeyboardMarkup(
+        [
+            [
+                InlineKeyboardButton(
+                    texts.get(lang, "settings.scope_chat"),
+                    callback_data=callback(SETTINGS, str(owner), CHAT_SCOPE, "back"),
+                ),
+                InlineKeyboardButton(
+                    texts.get(lang, "settings.scope_own"),
+                    callback_data=callback(SETTINGS, str(owner), OWN_SCOPE, "back"),
+                ),
+            ]
+        ]
+    )
+
+
 async def settings_command(
     update: Update, context: ContextTypes.DEFAULT_TYPE, *, services: Services
 ) -> None:
-    """Open the settings keyboard for the user, or for the group (its admins only)."""
+    """Open the settings keyboard: own settings, or in a group the admin's choice of two."""
     request = await admit(update, services)
     if request is None:
         return
     message, user, chat, lang = request.message, request.user, request.chat, request.lang
     texts = services.texts
-    if is_group(chat) and not await _may_change_chat(message, user):
-        await reply_plain(message, texts.get(lang, "settings.group_admins_only"))
+    if is_group(chat) and await _may_change_chat(message, user):
+        await message.reply_text(
+            texts.get(lang, "settings.choose"),
+            reply_markup=scope_menu(services, lang=lang, owner=user.id),
+            do_quote=True,
+        )
         return
-    scope, scope_id = _scope(chat, user)
-    values = await services.store.get_settings(scope=scope, scope_id=scope_id)
-    title = texts.get(lang, "settings.title_chat" if scope == "chat" else "settings.title")
+    values = await services.store.get_settings(scope="user", scope_id=user.id)
     await message.reply_text(
-        title,
-        reply_markup=main_menu(services, lang=lang, owner=user.id, values=values),
+        _title(services, lang, scope="user", in_group=is_group(chat)),
+        reply_markup=main_menu(services, lang=lang, owner=user.id, scope=OWN_SCOPE, values=values),
         do_quote=True,
     )
 
@@ -168,11 +201,23 @@ async def settings_button(
     if not isinstance(message, Message) or len(parts) < 2 or not parts[0].lstrip("-").isdigit():
         await query.answer(texts.get(lang, "result.expired"))
         return
-    owner, field, *rest = parts
+    owner, *parts = parts
     if int(owner) != user.id:
         await query.answer(texts.get(lang, "settings.not_yours"), show_alert=True)
         return
-    scope, scope_id = _scope(message.chat, user)
+    in_group = is_group(message.chat)
+    if parts[0] in (CHAT_SCOPE, OWN_SCOPE):
+        letter, *parts = parts
+    else:  # a keyboard sent before scopes existed: the chat's in groups, else the user's own
+        letter = CHAT_SCOPE if in_group else OWN_SCOPE
+    if not parts or (letter == CHAT_SCOPE and not in_group):
+        await query.answer(texts.get(lang, "result.expired"))
+        return
+    field, *rest = parts
+    scope, scope_id = _scope(message.chat, user, letter)
+    if scope == "chat" and rest and not await _may_change_chat(message, user):
+        await query.answer(texts.get(lang, "settings.group_admins_only"), show_alert=True)
+        return
     store = services.store
     values = await store.get_settings(scope=scope, scope_id=scope_id)
     if field == "done":
@@ -181,12 +226,14 @@ async def settings_button(
         return
     if field == "back" or field not in FIELDS:
         await query.answer()
-        markup = main_menu(services, lang=lang, owner=user.id, values=values)
-        await _edit(message, _title(services, lang, scope), markup)
+        markup = main_menu(services, lang=lang, owner=user.id, scope=letter, values=values)
+        await _edit(message, _title(services, lang, scope=scope, in_group=in_group), markup)
         return
     if not rest:
         await query.answer()
-        markup = field_menu(services, lang=lang, owner=user.id, field=field, values=values)
+        markup = field_menu(
+            services, lang=lang, owner=user.id, scope=letter, field=field, values=values
+        )
         await _edit(message, texts.get(lang, f"settings.field.{field}"), markup)
         return
     choices = field_values(services, field, values)
@@ -206,12 +253,16 @@ async def settings_button(
         lang = await language_of(services, user)
     values = await store.get_settings(scope=scope, scope_id=scope_id)
     await query.answer(texts.get(lang, "settings.changed"))
-    markup = main_menu(services, lang=lang, owner=user.id, values=values)
-    await _edit(message, _title(services, lang, scope), markup)
+    markup = main_menu(services, lang=lang, owner=user.id, scope=letter, values=values)
+    await _edit(message, _title(services, lang, scope=scope, in_group=in_group), markup)
 
 
-def _title(services: Services, lang: str, scope: str) -> str:
-    return services.texts.get(lang, "settings.title_chat" if scope == "chat" else "settings.title")
+def _title(services: Services, lang: str, *, scope: str, in_group: bool) -> str:
+    if scope == "chat":
+        key = "settings.title_chat"
+    else:
+        key = "settings.title_own" if in_group else "settings.title"
+    return services.texts.get(lang, key)
 
 
 async def _edit(message: Message, text: str, markup: InlineKeyboardMarkup | None) -> None:
