@@ -79,6 +79,11 @@ class FloodControl(AIORateLimiter):
 async def open_services(settings: Settings, *, clock: Clock = utc_now) -> Services:
     """Open the store and create the images client (raises `StoreError`)."""
     store = await SqliteStore.open(settings.data_dir, clock=clock)
+    # The images client tells the limiter of 429s and successes: the limit adapts (AIMD).
+    limiter = GenerationLimiter(
+        max_concurrent=settings.max_concurrent_generations,
+        max_per_user=settings.max_inflight_per_user,
+    )
     images = ImagesClient(
         base_url=settings.openai_base_url,
         api_key=settings.openai_api_key.get(),
@@ -86,16 +91,14 @@ async def open_services(settings: Settings, *, clock: Clock = utc_now) -> Servic
         timeout=settings.image_timeout_seconds,
         max_response_bytes=settings.image_max_response_bytes,
         max_connections=max(settings.max_concurrent_generations * 2, 8),
+        pacer=limiter,
     )
     return Services(
         settings=settings,
         images=images,
         store=store,
         texts=Texts.load(),
-        limiter=GenerationLimiter(
-            max_concurrent=settings.max_concurrent_generations,
-            max_per_user=settings.max_inflight_per_user,
-        ),
+        limiter=limiter,
         clock=clock,
         originals=Originals(settings.data_dir / "originals"),
     )

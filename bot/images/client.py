@@ -72,7 +72,7 @@ from bot.images.errors import (
     ImagesUnavailable,
     classify_response,
 )
-from bot.images.types import GeneratedImage, ImagesResult, sniff_format
+from bot.images.types import GeneratedImage, ImagesResult, Pacer, sniff_format
 from bot.redaction import redact, secret_header_values
 
 __all__ = ["QUICK_FAILURE_SECONDS", "ImagesClient"]
@@ -278,6 +278,7 @@ class ImagesClient:
         monotonic: Callable[[], float] = time.monotonic,
         max_connections: int = 32,
         random: Callable[[], float] = _random.random,
+        pacer: Pacer | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -301,6 +302,7 @@ class ImagesClient:
         self._clock = clock
         self._monotonic = monotonic
         self._random = random
+        self._pacer = pacer
         self._client = httpx.AsyncClient(
             transport=transport,
             # The deadline bounds every call as a whole; these only bound single steps.
@@ -434,7 +436,10 @@ class ImagesClient:
             try:
                 try:
                     async with asyncio.timeout(deadline.remaining()):
-                        return await self._attempt(call, started, deadline)
+                        result = await self._attempt(call, started, deadline)
+                    if self._pacer is not None:
+                        self._pacer.succeeded()
+                    return result
                 except TimeoutError as exc:
                     raise deadline.expired() from exc
             except _Retry as retry:
@@ -578,6 +583,8 @@ class ImagesClient:
         error.method, error.url = "POST", url
         if isinstance(error, ImagesRateLimited):
             retry_after = error.retry_after
+            if self._pacer is not None:
+                self._pacer.throttled(retry_after)
             delay = min(retry_after, self._max_retry_after) if retry_after is not None else None
             return _Retry(error, delay)
         if isinstance(error, ImagesUnavailable) and status in _RETRYABLE_GATEWAY and quick:
