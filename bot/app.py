@@ -130,14 +130,23 @@ def build_application(services: Services) -> Application[Any, Any, Any, Any, Any
 
 
 async def set_commands(app: Application[Any, Any, Any, Any, Any, Any], texts: Texts) -> None:
-    """Register the command menu in every language."""
-    for lang in texts.languages:
+    """Register the command menu in every language (side by side: each is a round trip before
+    the first getUpdates, and there is one per catalogue)."""
+
+    async def one(lang: str) -> None:
         commands = [BotCommand(name, texts.get(lang, f"menu.{name}")) for name in MENU]
         await app.bot.set_my_commands(
             commands,
             scope=BotCommandScopeDefault(),
             language_code=None if lang == texts.default else lang,
         )
+
+    outcomes = await asyncio.gather(
+        *(one(lang) for lang in texts.languages), return_exceptions=True
+    )
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 @contextlib.asynccontextmanager
