@@ -9,24 +9,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import secrets
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 from telegram import BotCommand, BotCommandScopeDefault, Update
-from telegram.error import InvalidToken, TelegramError
+from telegram.error import InvalidToken, RetryAfter, TelegramError
 from telegram.ext import (
-    AIORateLimiter,
     Application,
     ApplicationBuilder,
+    BaseRateLimiter,
     Defaults,
 )
 
 from bot.config import Settings
+from bot.flood import FloodGate
 from bot.handlers import register
 from bot.handlers.services import Services
 from bot.i18n import Texts
@@ -41,6 +44,11 @@ Clock = Callable[[], datetime]
 MENU = ("image", "edit", "settings", "usage", "history", "help")
 POLL_TIMEOUT = 30
 CONCURRENT_UPDATES = 4096
+MAX_RETRIES = 3
+# Methods that post or change messages: these count against Telegram's flood limits.
+PACED_PREFIXES = ("send", "edit", "copyMessage", "forwardMessage")
+# python-telegram-bot's loggers that may show a call's parameters (setWebhook's secret_token).
+TELEGRAM_LOGGERS = ("telegram.Bot", "telegram.ext.ExtBot", "telegram.ext.Updater")
 
 
 def utc_now() -> datetime:
@@ -48,16 +56,24 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class FloodControl(AIORateLimiter):
-    """python-telegram-bot's rate limiter, retrying on 429; chat actions are never delayed.
+class FloodControl(BaseRateLimiter[None]):
+    """Flood control for python-telegram-bot, chat by chat (`bot.flood.FloodGate`).
 
-    Only the per-group limit is applied up front (Telegram allows about 20 messages a minute in a
-    group); the bot-wide limit is left to Telegram's own 429 answers, whose `retry_after` is
-    honoured, so that a busy bot is not slowed for nothing.
+    python-telegram-bot's own `AIORateLimiter` pauses every request of the bot after any
+    `RetryAfter`; here a 429 holds back only the chat it was about, messages are paced bot-wide and
+    per group, chat actions are never delayed (nor retried: the next one comes in 4 s), and other
+    calls (answering buttons, getFile, …) go straight through, retried after a 429 like messages.
     """
 
-    def __init__(self) -> None:
-        super().__init__(overall_max_rate=0, max_retries=3)
+    def __init__(self, gate: FloodGate | None = None, *, max_retries: int = MAX_RETRIES) -> None:
+        self._gate = gate or FloodGate()
+        self._max_retries = max_retries
+
+    async def initialize(self) -> None:
+        """Nothing to set up."""
+
+    async def shutdown(self) -> None:
+        """Nothing to release."""
 
     async def process_request(  # noqa: PLR0917 (signature fixed by python-telegram-bot)
         self,
@@ -66,14 +82,39 @@ class FloodControl(AIORateLimiter):
         kwargs: dict[str, Any],
         endpoint: str,
         data: dict[str, Any],
-        rate_limit_args: int | None,
+        rate_limit_args: None,
     ) -> bool | dict[str, Any] | list[dict[str, Any]]:
-        """Send chat actions straight away; everything else through the limiter."""
+        """Send the request when its chat may have it; wait out a 429 for that chat alone."""
         if endpoint == "sendChatAction":
             return await callback(*args, **kwargs)
-        return await super().process_request(
-            callback, args, kwargs, endpoint, data, rate_limit_args
-        )
+        chat = data.get("chat_id")
+        key = chat if isinstance(chat, int | str) else None
+        paced = endpoint.startswith(PACED_PREFIXES)
+        media = data.get("media")
+        weight = len(media) if endpoint == "sendMediaGroup" and isinstance(media, list) else 1
+        for attempt in itertools.count():
+            if paced:
+                await self._gate.before_send(key, group=_is_group(key), weight=weight)
+            elif key is not None:
+                await self._gate.wait_chat(key)
+            try:
+                return await callback(*args, **kwargs)
+            except RetryAfter as exc:
+                if attempt >= self._max_retries:
+                    raise
+                seconds = exc.retry_after
+                wait = seconds.total_seconds() if isinstance(seconds, timedelta) else seconds
+                logger.info("flood control: chat %s waits %.0f s (%s)", key, wait, endpoint)
+                if key is None:
+                    await asyncio.sleep(wait)
+                else:
+                    self._gate.penalize(key, wait)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _is_group(chat: int | str | None) -> bool:
+    """Return whether a chat id names a group, supergroup or channel (negative, or @name)."""
+    return (isinstance(chat, int) and chat < 0) or (isinstance(chat, str) and not chat.isdigit())
 
 
 async def open_services(settings: Settings, *, clock: Clock = utc_now) -> Services:
@@ -100,7 +141,9 @@ async def open_services(settings: Settings, *, clock: Clock = utc_now) -> Servic
         texts=Texts.load(),
         limiter=limiter,
         clock=clock,
-        originals=Originals(settings.data_dir / "originals"),
+        originals=Originals(
+            settings.data_dir / "originals", max_bytes=settings.originals_max_bytes
+        ),
     )
 
 
@@ -157,32 +200,33 @@ async def running(
     services = await open_services(settings, clock=clock)
     try:
         app = build_application(services)
-        async with app:
-            try:
-                await set_commands(app, services.texts)
-            except TelegramError as exc:
-                logger.warning("could not register the command menu: %s", exc)
-            await app.start()
-            try:
-                await _start_updates(app, settings)
-                logger.info(
-                    "bot @%s is running (%s, model %s)",
-                    app.bot.username,
-                    "webhook" if settings.webhook_url else "long polling",
-                    settings.image_model,
-                )
-                yield app, services
-            finally:
-                if app.updater is not None and app.updater.running:
-                    await app.updater.stop()
-                if app.running:
-                    await app.stop()
+        with _webhook_secret(settings) as webhook_secret:
+            async with app:
+                try:
+                    await set_commands(app, services.texts)
+                except TelegramError as exc:
+                    logger.warning("could not register the command menu: %s", exc)
+                await app.start()
+                try:
+                    await _start_updates(app, settings, webhook_secret=webhook_secret)
+                    logger.info(
+                        "bot @%s is running (%s, model %s)",
+                        app.bot.username,
+                        "webhook" if settings.webhook_url else "long polling",
+                        settings.image_model,
+                    )
+                    yield app, services
+                finally:
+                    if app.updater is not None and app.updater.running:
+                        await app.updater.stop()
+                    if app.running:
+                        await app.stop()
     finally:
         await close_services(services)
 
 
 async def _start_updates(
-    app: Application[Any, Any, Any, Any, Any, Any], settings: Settings
+    app: Application[Any, Any, Any, Any, Any, Any], settings: Settings, *, webhook_secret: str
 ) -> None:
     """Start receiving updates: the webhook when `WEBHOOK_URL` is set, else long polling."""
     updater = app.updater
@@ -194,11 +238,47 @@ async def _start_updates(
             port=settings.webhook_port,
             url_path=urlsplit(settings.webhook_url).path.lstrip("/"),
             webhook_url=settings.webhook_url,
-            secret_token=settings.webhook_secret_token.get() or None,
+            secret_token=webhook_secret,
             allowed_updates=Update.ALL_TYPES,
         )
     else:
         await updater.start_polling(timeout=POLL_TIMEOUT, allowed_updates=Update.ALL_TYPES)
+
+
+class _HideSecret(logging.Filter):
+    """Replace one secret in every record of a logger (python-telegram-bot logs call bodies)."""
+
+    def __init__(self, secret: str) -> None:
+        super().__init__()
+        self._secret = secret
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if self._secret in text:
+            record.msg, record.args = text.replace(self._secret, "**********"), None
+        return True
+
+
+@contextlib.contextmanager
+def _webhook_secret(settings: Settings) -> Iterator[str]:
+    """Yield the webhook secret: the configured one, else a random one kept out of the logs."""
+    secret = settings.webhook_secret_token.get()
+    if secret or settings.webhook_url is None:
+        yield secret
+        return
+    # Without a secret anyone who learns the URL could post updates as any user. The formatter
+    # set up in __main__ only knows the configured secrets, so this one is hidden here.
+    secret = secrets.token_urlsafe(32)
+    logger.info("no WEBHOOK_SECRET_TOKEN set: registered a random one for this run")
+    hide = _HideSecret(secret)
+    loggers = [logging.getLogger(name) for name in TELEGRAM_LOGGERS]
+    for item in loggers:
+        item.addFilter(hide)
+    try:
+        yield secret
+    finally:
+        for item in loggers:
+            item.removeFilter(hide)
 
 
 async def _serve(settings: Settings) -> None:

@@ -46,6 +46,9 @@ ENV_VARS: tuple[str, ...] = (
     "WEBHOOK_LISTEN",
     "WEBHOOK_PORT",
     "WEBHOOK_SECRET_TOKEN",
+    "TELEGRAM_UPLOAD_LIMIT_MB",
+    "ORIGINALS_MAX_MB",
+    "STALE_COMMAND_SECONDS",
 )
 """Every environment variable `load_settings` reads, in the order of the contract table."""
 
@@ -151,6 +154,9 @@ class Settings:
     webhook_listen: str = "0.0.0.0"
     webhook_port: int = 8443
     webhook_secret_token: Secret = field(default_factory=Secret)
+    telegram_upload_limit_mb: int = 50
+    originals_max_mb: int = 1024
+    stale_command_seconds: float = 600.0
 
     def __post_init__(self) -> None:
         # Normalize values given directly (tests, other callers) the way load_settings does.
@@ -176,6 +182,16 @@ class Settings:
     def bot_file_base_url(self) -> str:
         """Return the Bot API file base URL to which python-telegram-bot appends the token."""
         return f"{self.telegram_api_url}/file/bot"
+
+    @property
+    def telegram_upload_limit_bytes(self) -> int:
+        """Return the largest file the Bot API server accepts, in bytes (MB as Telegram counts)."""
+        return self.telegram_upload_limit_mb * 1_000_000
+
+    @property
+    def originals_max_bytes(self) -> int:
+        """Return the disk space the kept originals may use, in bytes."""
+        return self.originals_max_mb * 1_000_000
 
     @property
     def image_max_response_bytes(self) -> int:
@@ -548,6 +564,21 @@ def load_settings(env: Mapping[str, str], *, require_telegram: bool = True) -> S
         "WEBHOOK_PORT", 8443, _parse_int(1, 65535), "a port number from 1 to 65535"
     )
     webhook_secret = _read_webhook_secret(r)
+    upload_limit = r.parsed(
+        "TELEGRAM_UPLOAD_LIMIT_MB",
+        50,
+        _parse_int(1, 2000),
+        "a whole number of megabytes from 1 to 2000 (50 for api.telegram.org)",
+    )
+    originals_max = r.parsed(
+        "ORIGINALS_MAX_MB", 1024, _parse_int(1), "a whole number of megabytes ≥ 1"
+    )
+    stale_seconds = r.parsed(
+        "STALE_COMMAND_SECONDS",
+        600.0,
+        _parse_seconds(allow_zero=True),
+        "a number of seconds ≥ 0 (0 runs every command, however old)",
+    )
     if r.problems:
         raise ConfigError(r.problems)
     return Settings(
@@ -578,4 +609,7 @@ def load_settings(env: Mapping[str, str], *, require_telegram: bool = True) -> S
         webhook_listen=webhook_listen,
         webhook_port=webhook_port,
         webhook_secret_token=webhook_secret,
+        telegram_upload_limit_mb=upload_limit,
+        originals_max_mb=originals_max,
+        stale_command_seconds=stale_seconds,
     )

@@ -3,8 +3,9 @@
 `GenerationLimiter.claim(user_id)` admits a request for a user (or raises `UserBusy`), and the
 returned `Ticket` then waits for one of the bot-wide generation slots in arrival order. While it
 waits, `Ticket.position` says how many requests are ahead of it plus one, so the handler can show
-"queued, position N". Releasing a ticket (it is an async context manager) frees both the user's
-claim and, if held, the slot, waking the next waiter in order.
+"queued, position N". `Ticket.release_slot()` gives the slot back as soon as the images call is
+over (the upload and its flood-control waits need no slot), while the user's claim lasts until the
+ticket is released (it is an async context manager), which frees both and wakes the next waiter.
 
 The number of slots adapts to the images service (see DEVELOPERS.md, "Concurrency"):
 `max_concurrent` is the ceiling and the starting point; every 429 the service answers
@@ -142,6 +143,7 @@ class Ticket:
         self.user_id = user_id
         self._granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._released = False
+        self._slot_released = False
         self._queued = False
 
     @property
@@ -166,13 +168,22 @@ class Ticket:
         """Wait until this request holds a slot (call `try_acquire` first)."""
         await asyncio.shield(self._granted)
 
+    def release_slot(self) -> None:
+        """Give back the slot now if held, keeping the user's claim; safe to call twice."""
+        if self._released or self._slot_released or not self._granted.done():
+            return
+        self._slot_released = True
+        self._limiter._release_slot()
+
     def release(self) -> None:
         """Give back the slot (if held) and the user's claim; safe to call twice."""
         if self._released:
             return
         self._released = True
         if self._granted.done():
-            self._limiter._release_slot()
+            if not self._slot_released:
+                self._slot_released = True
+                self._limiter._release_slot()
         else:
             self._granted.cancel()
             self._limiter._abandon(self)

@@ -1,8 +1,12 @@
 """The lossless originals of recent results, kept on disk for the 📄 Original button.
 
 Photos sent to Telegram are recompressed, so the bytes the service returned are kept under
-`DATA_DIR/originals/<result id>/`, newest `keep` results only; older ones are pruned on save, and
-a button whose files are gone answers "this result has expired".
+`DATA_DIR/originals/<result id>/`: the newest `keep` results within `max_bytes` in all; older ones
+are pruned on save, and a button whose files are gone answers "this result has expired".
+
+A result's folder is written under a temporary name (`.tmp-…`, never a valid result id) and then
+renamed into place, so a crash or a full disk never leaves a half-written result that a press on
+📄 Original would send; leftovers of such a crash are removed on the first save after start-up.
 """
 
 from __future__ import annotations
@@ -10,26 +14,32 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import secrets
 import shutil
 import threading
-from collections import deque
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+_TMP_PREFIX = ".tmp-"
+DEFAULT_MAX_BYTES = 1024 * 1_000_000
 
 
 class Originals:
     """Save and load the original picture bytes of results."""
 
-    def __init__(self, root: Path, *, keep: int = 300) -> None:
+    def __init__(self, root: Path, *, keep: int = 300, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self._root = root
         self._keep = keep
-        # Kept results, oldest first: read from disk once, then maintained in memory, so a save
-        # does not list and stat every folder (saves run on worker threads, hence the lock).
-        self._kept: deque[str] | None = None
+        self._max_bytes = max_bytes
+        # Kept results (id -> bytes on disk), oldest first: read from disk once, then maintained
+        # in memory, so a save does not list and stat every folder (saves run on worker threads,
+        # hence the lock).
+        self._kept: OrderedDict[str, int] | None = None
+        self._total = 0
         self._lock = threading.Lock()
 
     async def save(self, result_id: str, files: Sequence[tuple[str, bytes]]) -> None:
@@ -54,10 +64,19 @@ class Originals:
 
     def _save(self, result_id: str, files: list[tuple[str, bytes]]) -> None:
         folder = self._dir(result_id)
-        folder.mkdir(parents=True, exist_ok=True)
-        for i, (name, data) in enumerate(files):
-            (folder / f"{i:02d}-{Path(name).name}").write_bytes(data)
-        self._prune(keep_id=result_id)
+        self._root.mkdir(parents=True, exist_ok=True)
+        staging = self._root / f"{_TMP_PREFIX}{result_id}-{secrets.token_hex(4)}"
+        try:
+            staging.mkdir()
+            for i, (name, data) in enumerate(files):
+                (staging / f"{i:02d}-{Path(name).name}").write_bytes(data)
+            if folder.exists():  # saved again (the same id): the new files replace the old
+                shutil.rmtree(folder)
+            staging.replace(folder)
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        self._prune(keep_id=result_id, size=sum(len(data) for _, data in files))
 
     def _load(self, result_id: str) -> list[tuple[str, bytes]]:
         folder = self._dir(result_id)
@@ -67,26 +86,43 @@ class Originals:
             (path.name.split("-", 1)[-1], path.read_bytes()) for path in sorted(folder.iterdir())
         ]
 
-    def _prune(self, *, keep_id: str) -> None:
-        """Remove the oldest results beyond `keep`, never the one just saved (clocks go back)."""
+    def _prune(self, *, keep_id: str, size: int) -> None:
+        """Remove the oldest results beyond `keep` or `max_bytes`, never the one just saved."""
         with self._lock:
             if self._kept is None:
-                self._kept = deque(name for _, name in self._on_disk() if name != keep_id)
-            elif keep_id in self._kept:
-                self._kept.remove(keep_id)
-            self._kept.append(keep_id)
-            doomed = [self._kept.popleft() for _ in range(max(0, len(self._kept) - self._keep))]
+                self._kept = OrderedDict(
+                    (name, used) for _, name, used in self._on_disk() if name != keep_id
+                )
+                self._total = sum(self._kept.values())
+            self._total -= self._kept.pop(keep_id, 0)
+            self._kept[keep_id] = size
+            self._total += size
+            doomed: list[str] = []
+            # Clocks go back, so "just saved" is by name, not by modification time.
+            while len(self._kept) > 1 and (
+                len(self._kept) > self._keep or self._total > self._max_bytes
+            ):
+                name, used = self._kept.popitem(last=False)
+                self._total -= used
+                doomed.append(name)
         for name in doomed:
             shutil.rmtree(self._root / name, ignore_errors=True)
 
-    def _on_disk(self) -> list[tuple[int, str]]:
-        """Return the result folders on disk with their modification times, oldest first."""
-        aged: list[tuple[int, str]] = []
+    def _on_disk(self) -> list[tuple[int, str, int]]:
+        """Return (modification time, name, bytes) of the result folders on disk, oldest first.
+
+        Staging folders left by a crash are removed on the way.
+        """
+        aged: list[tuple[int, str, int]] = []
         for path in self._root.iterdir():
-            if not path.is_dir():
+            if path.name.startswith(_TMP_PREFIX):
+                shutil.rmtree(path, ignore_errors=True)
+                continue
+            if not path.is_dir() or not _SAFE_ID.match(path.name):
                 continue
             try:
-                aged.append((path.stat().st_mtime_ns, path.name))
+                used = sum(item.stat().st_size for item in path.iterdir())
+                aged.append((path.stat().st_mtime_ns, path.name, used))
             except FileNotFoundError:  # removed meanwhile
                 continue
         aged.sort()

@@ -73,6 +73,10 @@ def test_defaults() -> None:
     assert s.webhook_listen == "0.0.0.0"
     assert s.webhook_port == 8443
     assert s.webhook_secret_token.get() == ""
+    assert s.telegram_upload_limit_mb == 50
+    assert s.telegram_upload_limit_bytes == 50_000_000
+    assert s.originals_max_mb == 1024
+    assert s.stale_command_seconds == 600.0
 
 
 def test_every_contract_variable_is_read() -> None:
@@ -116,6 +120,9 @@ def test_every_field_is_set_from_the_environment() -> None:
         "WEBHOOK_LISTEN": "127.0.0.1",
         "WEBHOOK_PORT": "8080",
         "WEBHOOK_SECRET_TOKEN": "s3cret_-TOKEN",
+        "TELEGRAM_UPLOAD_LIMIT_MB": "2000",
+        "ORIGINALS_MAX_MB": "64",
+        "STALE_COMMAND_SECONDS": "120",
     }
     assert set(env) == set(ENV_VARS)
     s = load_settings(env)
@@ -148,6 +155,9 @@ def test_every_field_is_set_from_the_environment() -> None:
     assert s.webhook_listen == "127.0.0.1"
     assert s.webhook_port == 8080
     assert s.webhook_secret_token.get() == "s3cret_-TOKEN"
+    assert s.telegram_upload_limit_mb == 2000
+    assert s.originals_max_mb == 64
+    assert s.stale_command_seconds == 120.0
 
 
 def test_settings_is_frozen_and_mappings_are_read_only() -> None:
@@ -420,6 +430,9 @@ def test_all_problems_reported_at_once() -> None:
         "WEBHOOK_PORT": "0",
         "WEBHOOK_SECRET_TOKEN": "bad secret",
         "DEFAULT_IMAGE_SIZE": "big",
+        "TELEGRAM_UPLOAD_LIMIT_MB": "0",
+        "ORIGINALS_MAX_MB": "x",
+        "STALE_COMMAND_SECONDS": "-1",
     }
     with pytest.raises(ConfigError) as info:
         load_settings(env)
@@ -460,6 +473,33 @@ def test_settings_built_directly_are_normalized() -> None:
     assert s.data_dir == Path("d")
     with pytest.raises(TypeError):
         s.openai_extra_body["a"] = 2  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "attr", "expected"),
+    [
+        ("TELEGRAM_UPLOAD_LIMIT_MB", "2000", "telegram_upload_limit_mb", 2000),
+        ("ORIGINALS_MAX_MB", "1", "originals_max_mb", 1),
+        ("STALE_COMMAND_SECONDS", "0", "stale_command_seconds", 0.0),
+        ("STALE_COMMAND_SECONDS", "90.5", "stale_command_seconds", 90.5),
+    ],
+)
+def test_telegram_limits_are_read(name: str, value: str, attr: str, expected: object) -> None:
+    assert getattr(load(**{name: value}), attr) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("TELEGRAM_UPLOAD_LIMIT_MB", "2001"),
+        ("TELEGRAM_UPLOAD_LIMIT_MB", "0"),
+        ("ORIGINALS_MAX_MB", "0"),
+        ("ORIGINALS_MAX_MB", "1.5"),
+        ("STALE_COMMAND_SECONDS", "soon"),
+    ],
+)
+def test_bad_telegram_limits(name: str, value: str) -> None:
+    assert "expected" in single_problem(name, value)
 
 
 # -- an operator's first hour (issue #14) ---------------------------------------------------

@@ -87,3 +87,46 @@ def test_webhook_port_in_use_stops_with_one_clear_message(tmp_path) -> None:
     assert "Traceback" not in done.stderr
     assert f"Cannot start the webhook server on 127.0.0.1:{port}" in done.stderr
     assert TOKEN not in done.stderr
+
+
+async def test_webhook_without_a_configured_secret_makes_one_up(make_bot) -> None:
+    port = _free_port()
+    async with make_bot(
+        WEBHOOK_URL="https://bot.example.org/hook",
+        WEBHOOK_LISTEN="127.0.0.1",
+        WEBHOOK_PORT=str(port),
+    ) as bot:
+        secret = str(bot.tg.webhook.get("secret_token") or "")
+        assert len(secret) >= 32
+        assert secret not in repr(bot.settings)
+        local = f"http://127.0.0.1:{port}/hook"
+        with bot.tg._cond:
+            bot.tg._state.webhook["url"] = local
+
+        # Telegram's own calls carry the secret and are served.
+        msg = bot.send("/image signed alpaca")
+        await bot.replies(msg, kinds=("photo",))
+
+        forged = {"update_id": 999_999, "message": dict(msg, message_id=4242, text="/image x")}
+        async with aiohttp.ClientSession() as session:
+            for headers in ({}, {"X-Telegram-Bot-Api-Secret-Token": "guessed-" + "x" * 30}):
+                async with session.post(local, json=forged, headers=headers) as response:
+                    assert response.status == 403
+        await bot.settle(0.3)
+        assert len(bot.oai.api_requests) == 1
+
+
+async def test_the_made_up_secret_is_never_logged(make_bot, caplog) -> None:
+    import logging
+
+    port = _free_port()
+    with caplog.at_level(logging.DEBUG):
+        async with make_bot(
+            WEBHOOK_URL="https://bot.example.org/hook",
+            WEBHOOK_LISTEN="127.0.0.1",
+            WEBHOOK_PORT=str(port),
+        ) as bot:
+            secret = str(bot.tg.webhook.get("secret_token") or "")
+            assert secret
+    assert "setWebhook" in caplog.text  # the call itself is logged at DEBUG...
+    assert secret not in caplog.text  # ...its secret never

@@ -231,3 +231,38 @@ async def test_successes_give_slots_back_up_to_the_ceiling_and_wake_waiters() ->
     for ticket in (first, second, third):
         ticket.release()
     assert limiter.running == 0
+
+
+async def test_release_slot_wakes_the_next_and_keeps_the_users_claim() -> None:
+    limiter = GenerationLimiter(max_concurrent=1, max_per_user=1)
+    first = limiter.claim(1)
+    assert first.try_acquire()
+    second = limiter.claim(2)
+    assert not second.try_acquire()
+    first.release_slot()
+    await asyncio.wait_for(second.wait(), 1.0)
+    assert limiter.running == 1
+    # The first user's request is still being delivered: their claim holds.
+    with pytest.raises(UserBusy):
+        limiter.claim(1)
+    first.release_slot()
+    first.release()  # the slot is not given back twice
+    assert limiter.running == 1
+    assert limiter.in_flight(1) == 0
+    second.release()
+    assert limiter.running == 0
+
+
+async def test_release_slot_before_a_slot_is_granted_does_nothing() -> None:
+    limiter = GenerationLimiter(max_concurrent=1, max_per_user=5)
+    holder = limiter.claim(1)
+    assert holder.try_acquire()
+    waiting = limiter.claim(2)
+    assert not waiting.try_acquire()
+    waiting.release_slot()
+    assert limiter.running == 1
+    assert waiting.position == 1
+    waiting.release()
+    holder.release()
+    assert limiter.running == 0
+    assert limiter.queued == 0

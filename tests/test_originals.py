@@ -85,3 +85,67 @@ async def test_save_failure_is_logged_not_raised(tmp_path: Path, caplog) -> None
         await originals.save("r1", [("a.png", b"a")])
         assert await originals.load("r1") == []
     assert "could not keep the originals of r1" in caplog.text
+
+
+async def test_prune_keeps_the_total_under_the_byte_cap(tmp_path: Path) -> None:
+    originals = Originals(tmp_path, keep=100, max_bytes=2500)
+    for i in range(5):
+        await originals.save(f"r{i}", [("a.png", bytes([i]) * 1000)])
+    kept = sorted(p.name for p in tmp_path.iterdir())
+    assert kept == ["r3", "r4"]
+    used = sum(f.stat().st_size for p in tmp_path.iterdir() for f in p.iterdir())
+    assert used <= 2500
+
+
+async def test_byte_cap_counts_what_was_on_disk_before_a_restart(tmp_path: Path) -> None:
+    first = Originals(tmp_path, max_bytes=2500)
+    for i in range(2):
+        await first.save(f"old{i}", [("a.png", b"x" * 1000)])
+        stamp = time.time_ns() - (10 - i) * 1_000_000_000
+        os.utime(tmp_path / f"old{i}", ns=(stamp, stamp))
+    again = Originals(tmp_path, max_bytes=2500)
+    await again.save("new", [("a.png", b"y" * 1000)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new", "old1"]
+
+
+async def test_a_result_bigger_than_the_cap_is_still_kept_alone(tmp_path: Path) -> None:
+    originals = Originals(tmp_path, max_bytes=10)
+    await originals.save("small", [("a.png", b"x")])
+    await originals.save("huge", [("a.png", b"y" * 100)])
+    assert await originals.load("huge") == [("a.png", b"y" * 100)]
+    assert await originals.load("small") == []
+
+
+async def test_a_failed_write_leaves_no_half_result(tmp_path: Path, monkeypatch, caplog) -> None:
+    originals = Originals(tmp_path)
+    await originals.save("r1", [("a.png", b"old")])
+    real_write = Path.write_bytes
+    written: list[Path] = []
+
+    def failing_write(self: Path, data: bytes) -> int:
+        if written:  # the second file: the disk is full
+            raise OSError(28, "No space left on device")
+        written.append(self)
+        return real_write(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", failing_write)
+    with caplog.at_level(logging.WARNING, logger="bot.originals"):
+        await originals.save("r1", [("a.png", b"new1"), ("b.png", b"new2")])
+        await originals.save("r2", [("a.png", b"new1"), ("b.png", b"new2")])
+    monkeypatch.undo()
+    # The whole old result is still there; the failed one never appears; no staging left over.
+    assert await originals.load("r1") == [("a.png", b"old")]
+    assert await originals.load("r2") == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r1"]
+    assert written and written[0].parent.name.startswith(".tmp-")
+    assert "No space left" in caplog.text
+
+
+async def test_staging_left_by_a_crash_is_cleaned_and_never_loaded(tmp_path: Path) -> None:
+    crashed = tmp_path / ".tmp-r9-0000"
+    crashed.mkdir()
+    (crashed / "00-a.png").write_bytes(b"half")
+    originals = Originals(tmp_path)
+    assert await originals.load(".tmp-r9-0000") == []
+    await originals.save("r1", [("a.png", b"a")])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r1"]

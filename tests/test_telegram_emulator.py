@@ -387,3 +387,131 @@ def test_webhook_receives_updates_with_the_secret_header(emu: TelegramEmulator) 
     assert received == [("s3cret", update)]
     assert raw_call(emu, "deleteWebhook", {})[1]["result"] is True
     assert raw_call(emu, "getWebhookInfo", {})[1]["result"]["url"] == ""
+
+
+# -- strictness: flood limits, lost answers, big photos, old presses, webhook retries ------------
+
+
+async def test_flood_limits_answer_429_after_the_burst(
+    emu: TelegramEmulator, bot: telegram.Bot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PTB_TIMEDELTA", "1")
+    emu.limits.chat_burst = 3
+    for i in range(3):
+        await bot.send_message(CHAT, f"burst {i}")
+    with pytest.raises(RetryAfter) as caught:
+        await bot.send_message(CHAT, "one too many")
+    assert caught.value.retry_after == dt.timedelta(seconds=1)
+    assert len(emu.sent_messages(CHAT)) == 3  # nothing posted on a 429
+    await bot.send_message(CHAT + 1, "another chat is not limited")
+    await bot.send_chat_action(CHAT, "typing")  # chat actions are not counted
+    await asyncio.sleep(1.05)
+    await bot.send_message(CHAT, "after a second")
+
+
+async def test_group_limit_counts_album_items(
+    emu: TelegramEmulator, bot: telegram.Bot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PTB_TIMEDELTA", "1")
+    group = -100777
+    emu.limits.group_burst = 5
+    await bot.send_media_group(group, [InputMediaPhoto(png()) for _ in range(4)])
+    await bot.send_message(group, "fifth")
+    with pytest.raises(RetryAfter) as caught:
+        await bot.send_message(group, "sixth")
+    assert caught.value.retry_after >= dt.timedelta(seconds=2)  # 20 a minute: one per 3 s
+
+
+async def test_flood_limits_can_be_switched_off(emu: TelegramEmulator, bot: telegram.Bot) -> None:
+    emu.flood_limits = False
+    for i in range(40):
+        await bot.send_message(CHAT, f"message {i}")
+    assert len(emu.sent_messages(CHAT)) == 40
+
+
+async def test_lost_answer_posts_the_message_then_times_out(
+    emu: TelegramEmulator, bot: telegram.Bot
+) -> None:
+    emu.lose_answer("sendMessage", delay=1.5)
+    with pytest.raises(telegram.error.TimedOut):
+        await bot.send_message(CHAT, "did it arrive?", read_timeout=0.5)
+    [sent] = emu.sent_messages(CHAT)
+    assert sent.text == "did it arrive?"
+    [call] = emu.calls_of("sendMessage")
+    assert call.answer_lost
+
+
+async def test_dropped_answer_posts_the_message_then_disconnects(
+    emu: TelegramEmulator, bot: telegram.Bot
+) -> None:
+    emu.lose_answer("sendMessage", drop=True, chat_id=CHAT + 1)
+    assert (await bot.send_message(CHAT, "other chat answered")).text == "other chat answered"
+    with pytest.raises(telegram.error.NetworkError):
+        await bot.send_message(CHAT + 1, "posted, never confirmed")
+    assert [m.text for m in emu.sent_messages(CHAT + 1)] == ["posted, never confirmed"]
+
+
+async def test_photos_beyond_2560_px_are_stored_downscaled(
+    emu: TelegramEmulator, bot: telegram.Bot
+) -> None:
+    message = await bot.send_photo(CHAT, png(4000, 2000))
+    largest = message.photo[-1]
+    assert (largest.width, largest.height) == (2560, 1280)
+    data = bytes(await (await bot.get_file(largest.file_id)).download_as_bytearray())
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.size == (2560, 1280)
+        assert image.format == "JPEG"
+
+
+async def test_a_press_answered_too_late_is_refused(
+    emu: TelegramEmulator, bot: telegram.Bot
+) -> None:
+    message = await bot.send_message(
+        CHAT,
+        "pick",
+        reply_markup=InlineKeyboardMarkup([[InlineKeyboardButton("a", callback_data="a")]]),
+    )
+    fresh = emu.press_button(chat_id=CHAT, user_id=USER, message=message.to_dict(), data="a")
+    old = emu.press_button(chat_id=CHAT, user_id=USER, message=message.to_dict(), data="a", age=60)
+    assert await bot.answer_callback_query(fresh["callback_query"]["id"])
+    with pytest.raises(BadRequest, match=r"(?i)query is too old and response timeout expired"):
+        await bot.answer_callback_query(old["callback_query"]["id"])
+    emu.callback_query_ttl = 0.2
+    late = emu.press_button(chat_id=CHAT, user_id=USER, message=message.to_dict(), data="a")
+    await asyncio.sleep(0.3)
+    with pytest.raises(BadRequest, match=r"(?i)query is too old"):
+        await bot.answer_callback_query(late["callback_query"]["id"])
+
+
+def test_webhook_update_not_answered_in_time_is_sent_again(emu: TelegramEmulator) -> None:
+    from aiohttp import web
+
+    seen: list[int] = []
+    finished: list[int] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        seen.append((await request.json())["update_id"])
+        if len(seen) == 1:
+            return web.Response(status=500)
+        if len(seen) == 2:
+            await asyncio.sleep(0.6)  # longer than the emulator waits
+        finished.append(seen[-1])
+        return web.Response()
+
+    emu.webhook_timeout = 0.3
+    emu.webhook_retry_delays = (0.05, 0.05, 0.05)
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    with ServerThread(app) as receiver:
+        assert raw_call(emu, "setWebhook", {"url": f"{receiver.url}/hook"})[0] == 200
+        update = emu.send_message(chat_id=CHAT, user_id=USER, text="again?")
+        deadline = time.monotonic() + 5
+        while len(emu.webhook_deliveries) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        while len(finished) < 2 and time.monotonic() < deadline:  # the slow answer too
+            time.sleep(0.01)
+    deliveries = emu.webhook_deliveries
+    assert [d.update_id for d in deliveries] == [update["update_id"]] * 3
+    assert deliveries[0].status == 500
+    assert deliveries[1].status is None and deliveries[1].error
+    assert deliveries[2].status == 200

@@ -1,12 +1,19 @@
-"""Telegram callbacks, thin by design; `register` wires them into an Application."""
+"""Telegram callbacks, thin by design; `register` wires them into an Application.
+
+Each callback is wrapped so that Telegram errors a bot must expect (a chat that blocked or removed
+the bot, a button press too old to answer, Telegram out of reach) end the update with a log line
+instead of reaching the generic error handler, which would answer "something went wrong".
+"""
 
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from telegram import Update
+from telegram.error import BadRequest, Forbidden, NetworkError
 from telegram.ext import (
     Application,
     CallbackQueryHandler,
@@ -19,13 +26,30 @@ from telegram.ext import (
 from bot.handlers import account, errors, help, image, results, settings
 from bot.handlers.services import Services
 
+logger = logging.getLogger(__name__)
+
 Callback = Callable[..., Coroutine[Any, Any, None]]
 
 
 def _bind(
     callback: Callback, services: Services
 ) -> Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, None]]:
-    return functools.partial(callback, services=services)
+    bound = functools.partial(callback, services=services)
+
+    @functools.wraps(callback)
+    async def run(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        try:
+            await bound(update, context)
+        except BadRequest as exc:
+            if "query is too old" not in exc.message.lower():
+                raise  # Telegram refused what we sent: a bug of ours, for the error handler
+            logger.info("a button press was too old to answer (the bot was away): %s", exc)
+        except Forbidden as exc:
+            logger.info("chat closed to the bot (blocked, or removed from the group): %s", exc)
+        except NetworkError as exc:  # timeouts included; PTB raises BadRequest as a subclass
+            logger.warning("Telegram could not be reached while answering: %s", exc)
+
+    return run
 
 
 def register(app: Application[Any, Any, Any, Any, Any, Any], services: Services) -> None:

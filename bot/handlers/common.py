@@ -1,11 +1,11 @@
-"""Small helpers shared by the handlers: command arguments, language, plain replies."""
+"""Small helpers shared by the handlers: command arguments, language, plain replies, staleness."""
 
 from __future__ import annotations
 
 import logging
 import re
 
-from telegram import Chat, Message, User
+from telegram import CallbackQuery, Chat, InlineKeyboardMarkup, Message, User
 from telegram.error import TelegramError
 
 from bot.handlers.services import Services
@@ -35,10 +35,43 @@ async def language_of(services: Services, user: User | None) -> str:
     return services.texts.pick(user.language_code)
 
 
-async def reply_plain(message: Message, text: str) -> Message | None:
+async def reply_plain(
+    message: Message, text: str, *, reply_markup: InlineKeyboardMarkup | None = None
+) -> Message | None:
     """Reply to `message` with plain text (never parsed as markup); log and swallow failures."""
     try:
-        return await message.reply_text(text, do_quote=True, parse_mode=None)
+        return await message.reply_text(
+            text, do_quote=True, parse_mode=None, reply_markup=reply_markup
+        )
     except TelegramError as exc:
         logger.warning("could not reply in chat %s: %s", message.chat_id, exc)
         return None
+
+
+async def answer_query(
+    query: CallbackQuery, text: str | None = None, *, show_alert: bool = False
+) -> bool:
+    """Answer a button press; return False (logged) when Telegram refused, e.g. it is too old."""
+    try:
+        await query.answer(text, show_alert=show_alert)
+    except TelegramError as exc:
+        logger.info("could not answer a button press: %s", exc)
+        return False
+    return True
+
+
+def is_stale(services: Services, message: Message) -> bool:
+    """Return whether the command was sent longer than `STALE_COMMAND_SECONDS` ago."""
+    limit = services.settings.stale_command_seconds
+    if limit <= 0:
+        return False
+    return (services.clock() - message.date).total_seconds() > limit
+
+
+async def refuse_stale(services: Services, message: Message, lang: str) -> bool:
+    """Tell the user a command from while the bot was offline is not run; return whether so."""
+    if not is_stale(services, message):
+        return False
+    logger.info("not running a command from %s (bot was offline)", message.date.isoformat())
+    await reply_plain(message, services.texts.get(lang, "stale.command"))
+    return True

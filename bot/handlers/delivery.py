@@ -3,14 +3,30 @@
 A picture goes as a document instead of a photo when the user asked for files, or when Telegram
 would refuse or degrade it as a photo (`bot.media.photo_refusal_reason`: over 10 MB, sides adding
 up to more than 10,000, aspect ratio over 20, transparency). That is decided before sending; if
-Telegram still refuses a photo, the same pictures are sent again as documents.
+Telegram still refuses a photo, the same pictures are sent again as documents. A document over the
+Bot API server's upload limit (`TELEGRAM_UPLOAD_LIMIT_MB`) is not tried at all.
+
+Uploads get a read timeout that fits their size (`upload_timeout`): Telegram answers a media call
+only once it has stored the file, which takes far longer than python-telegram-bot's 5 s default.
+
+The exception family of this boundary, `DeliveryError` (Telegram's own errors translated):
+
+    DeliveryError            kind "undelivered": not sent (Telegram answered with an error, the
+    │                        connection failed before the upload went out, or flood control
+    │                        never let it through)
+    ├── TooLargeToUpload     kind "too_large": over the upload limit, not tried
+    ├── ChatUnavailable      kind "blocked": Forbidden (the user blocked the bot, or it was removed
+    │                        from the group)
+    └── MaybeDelivered       kind "unconfirmed": the upload went out but no answer came (timed
+                             out or dropped): Telegram may well have posted it
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from telegram import (
@@ -21,11 +37,48 @@ from telegram import (
     Message,
 )
 from telegram.constants import ParseMode
-from telegram.error import BadRequest
+from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
 
 from bot.media import ImageInfo, file_extension, inspect_image, photo_refusal_reason
 
 logger = logging.getLogger(__name__)
+
+# A media call's timeout: a base for Telegram's own work plus the bytes at a slow uplink's rate.
+UPLOAD_BASE_SECONDS = 20.0
+UPLOAD_SLOW_BYTES_PER_SECOND = 256 * 1024
+# python-telegram-bot's NetworkError keeps the transport's error as its cause; these name failures
+# after the whole request was sent, while waiting for the answer: Telegram may have posted it.
+# (Failures before that, and error answers such as 502, mean nothing was posted.)
+_AFTER_SEND = frozenset({"ReadTimeout", "ReadError", "RemoteProtocolError"})
+
+
+class DeliveryError(Exception):
+    """The pictures were not (surely) delivered; `kind` names why, for statistics."""
+
+    kind = "undelivered"
+
+
+class TooLargeToUpload(DeliveryError):
+    """A file is over the Bot API server's upload limit."""
+
+    kind = "too_large"
+
+    def __init__(self, *, size: int, limit: int) -> None:
+        super().__init__(f"{size} bytes, the upload limit is {limit}")
+        self.size = size
+        self.limit = limit
+
+
+class ChatUnavailable(DeliveryError):
+    """Telegram forbids writing to the chat: the user blocked the bot, or it left the group."""
+
+    kind = "blocked"
+
+
+class MaybeDelivered(DeliveryError):
+    """The upload was sent but not answered: Telegram may have posted it."""
+
+    kind = "unconfirmed"
 
 
 @dataclass(frozen=True)
@@ -35,6 +88,33 @@ class Picture:
     data: bytes
     info: ImageInfo
     filename: str
+
+
+def upload_timeout(size: int) -> float:
+    """Return the read and write timeout of a media call that uploads `size` bytes."""
+    return UPLOAD_BASE_SECONDS + size / UPLOAD_SLOW_BYTES_PER_SECOND
+
+
+@contextlib.contextmanager
+def delivery_errors() -> Iterator[None]:
+    """Translate Telegram's errors of a send into the `DeliveryError` family.
+
+    A `BadRequest` (Telegram refused the content) is left as it is for the caller to decide.
+    """
+    try:
+        yield
+    except BadRequest:
+        raise
+    except Forbidden as exc:
+        raise ChatUnavailable(exc.message) from exc
+    except RetryAfter as exc:
+        raise DeliveryError(f"still flood-limited: {exc.message}") from exc
+    except NetworkError as exc:  # TimedOut included
+        if type(exc.__cause__).__name__ in _AFTER_SEND:
+            raise MaybeDelivered(exc.message) from exc
+        raise DeliveryError(exc.message) from exc
+    except TelegramError as exc:  # e.g. ChatMigrated: the group became a supergroup
+        raise DeliveryError(exc.message) from exc
 
 
 async def prepare(images: Sequence[bytes]) -> list[Picture]:
@@ -62,19 +142,50 @@ async def send_pictures(
     *,
     caption: str,
     as_file: bool,
+    upload_limit: int,
     reply_markup: InlineKeyboardMarkup | None = None,
 ) -> list[Message]:
-    """Reply to `message` with the pictures; return the messages Telegram created."""
+    """Reply to `message` with the pictures; return the messages Telegram created.
+
+    Raises `DeliveryError` (see the module docstring) when they could not surely be delivered.
+    """
     if not pictures:
         return []
-    if not needs_document(pictures, as_file=as_file):
-        try:
-            return await _send(message, pictures, caption, reply_markup, as_documents=False)
-        except BadRequest as exc:
-            if _is_caption_problem(exc):
-                raise
-            logger.info("Telegram refused the photos (%s); sending them as documents", exc)
-    return await _send(message, pictures, caption, reply_markup, as_documents=True)
+    with delivery_errors():
+        if not needs_document(pictures, as_file=as_file):
+            try:
+                return await _send(message, pictures, caption, reply_markup, as_documents=False)
+            except BadRequest as exc:
+                if _is_caption_problem(exc):
+                    raise
+                logger.info("Telegram refused the photos (%s); sending them as documents", exc)
+        _check_size(pictures, upload_limit)
+        return await _send(message, pictures, caption, reply_markup, as_documents=True)
+
+
+async def send_files(
+    message: Message, files: Sequence[tuple[str, bytes]], *, upload_limit: int
+) -> list[Message]:
+    """Reply to `message` with files as documents, as they are (at most 10, one album)."""
+    pictures = [
+        Picture(data=data, info=_as_stored(data), filename=name) for name, data in files[:10]
+    ]
+    _check_size(pictures, upload_limit)
+    with delivery_errors():
+        return await _send(message, pictures, "", None, as_documents=True)
+
+
+def _as_stored(data: bytes) -> ImageInfo:
+    """Describe bytes that are sent as they are, without looking inside."""
+    return ImageInfo(
+        format=None, width=None, height=None, has_transparency=False, size_bytes=len(data)
+    )
+
+
+def _check_size(pictures: Sequence[Picture], upload_limit: int) -> None:
+    largest = max(len(p.data) for p in pictures)
+    if largest > upload_limit:
+        raise TooLargeToUpload(size=largest, limit=upload_limit)
 
 
 async def _send(
@@ -85,17 +196,20 @@ async def _send(
     *,
     as_documents: bool,
 ) -> list[Message]:
+    timeout = upload_timeout(sum(len(p.data) for p in pictures))
     if len(pictures) == 1:
         picture = pictures[0]
         file = InputFile(picture.data, filename=picture.filename)
         if as_documents:
             sent = await message.reply_document(
                 file,
-                caption=caption,
-                parse_mode=ParseMode.HTML,
+                caption=caption or None,
+                parse_mode=ParseMode.HTML if caption else None,
                 reply_markup=reply_markup,
                 do_quote=True,
                 disable_content_type_detection=True,
+                read_timeout=timeout,
+                write_timeout=timeout,
             )
         else:
             sent = await message.reply_photo(
@@ -104,6 +218,8 @@ async def _send(
                 parse_mode=ParseMode.HTML,
                 reply_markup=reply_markup,
                 do_quote=True,
+                read_timeout=timeout,
+                write_timeout=timeout,
             )
         return [sent]
     media: list[InputMediaDocument] | list[InputMediaPhoto]
@@ -111,8 +227,8 @@ async def _send(
         media = [
             InputMediaDocument(
                 InputFile(p.data, filename=p.filename, attach=True),
-                caption=caption if i == 0 else None,
-                parse_mode=ParseMode.HTML if i == 0 else None,
+                caption=caption if i == 0 and caption else None,
+                parse_mode=ParseMode.HTML if i == 0 and caption else None,
             )
             for i, p in enumerate(pictures)
         ]
@@ -125,5 +241,7 @@ async def _send(
             )
             for i, p in enumerate(pictures)
         ]
-    sent_album = await message.reply_media_group(media, do_quote=True)
+    sent_album = await message.reply_media_group(
+        media, do_quote=True, read_timeout=timeout, write_timeout=timeout
+    )
     return list(sent_album)

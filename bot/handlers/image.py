@@ -21,15 +21,22 @@ from telegram.ext import ContextTypes
 from bot.capabilities import ImageDescription, ModelCaps, caps_for, check_defaults, resolve
 from bot.captions import build_caption
 from bot.handlers.access import admit, is_admin
-from bot.handlers.common import command_args, is_group, reply_plain
-from bot.handlers.delivery import prepare, send_pictures
+from bot.handlers.common import command_args, is_group, refuse_stale, reply_plain
+from bot.handlers.delivery import (
+    ChatUnavailable,
+    DeliveryError,
+    MaybeDelivered,
+    TooLargeToUpload,
+    prepare,
+    send_pictures,
+)
 from bot.handlers.keyboards import result_keyboard
 from bot.handlers.progress import Progress
 from bot.handlers.replies import error_text
 from bot.handlers.services import Services
 from bot.handlers.sources import fetch_source
 from bot.images import ImagesError, ImagesResult
-from bot.limiter import UserBusy
+from bot.limiter import Ticket, UserBusy
 from bot.prompt import (
     EmptyPrompt,
     ImageOptions,
@@ -178,7 +185,7 @@ async def image_command(
     if request is None:
         return
     message, user, chat, lang = request.message, request.user, request.chat, request.lang
-    if message.text is None:
+    if message.text is None or await refuse_stale(services, message, lang):
         return
     try:
         parsed = parse_image_args(command_args(message.text))
@@ -248,7 +255,7 @@ async def run_generation(
                 if not ticket.try_acquire():
                     await ticket.wait()
                 # The images client holds the one deadline (IMAGE_TIMEOUT_SECONDS) of the call.
-                result = await _call_images(services, job)
+                result = await _call_images(services, job, ticket)
                 delivered, images_delivered = await _deliver(
                     services,
                     reply_to=reply_to,
@@ -265,6 +272,9 @@ async def run_generation(
             await reply_plain(reply_to, reply_for(services, lang, exc))
             if exc.kind in ALERT_KINDS:
                 await alert_admins(services, reply_to, exc)
+        except DeliveryError as exc:
+            outcome = exc.kind
+            await report_undelivered(services, exc, reply_to=reply_to, user=user, lang=lang)
         finally:
             await store.settle(reservation, delivered=images_delivered)
             await store.record_request(
@@ -291,7 +301,16 @@ async def _with_source(services: Services, job: Job, *, reply_to: Message, lang:
     return replace(job, source=source)
 
 
-async def _call_images(services: Services, job: Job) -> ImagesResult:
+async def _call_images(services: Services, job: Job, ticket: Ticket) -> ImagesResult:
+    """Make the paid call; its generation slot is free again as soon as the call is over."""
+    try:
+        return await _images_call(services, job)
+    finally:
+        # The upload and its flood-control waits need no slot (the user's claim lasts).
+        ticket.release_slot()
+
+
+async def _images_call(services: Services, job: Job) -> ImagesResult:
     images, description = services.images, job.description
     if job.kind == "edit" and job.source is not None:
         return await images.edit(description, job.caps, image=job.source)
@@ -343,16 +362,31 @@ async def _deliver(
         revised_label=texts.get(lang, "caption.revised"),
     )
     markup = result_keyboard(services.texts, lang, result_id)
-    sent = await send_pictures(
-        reply_to,
-        pictures,
-        caption=caption,
-        as_file=job.as_file,
-        reply_markup=markup if len(pictures) == 1 else None,
-    )
+    originals = [(p.filename, p.data) for p in pictures]
+    try:
+        sent = await send_pictures(
+            reply_to,
+            pictures,
+            caption=caption,
+            as_file=job.as_file,
+            upload_limit=services.settings.telegram_upload_limit_bytes,
+            reply_markup=markup if len(pictures) == 1 else None,
+        )
+    except MaybeDelivered as exc:
+        # Telegram most likely posted them (with their buttons): count them, say nothing more.
+        logger.warning(
+            "no answer to the upload of %s picture(s) for user %s in chat %s (%s); "
+            "counted as delivered",
+            len(pictures),
+            user.id,
+            chat.id,
+            exc,
+        )
+        await services.originals.save(result_id, originals)
+        return [], len(pictures)
     # Kept once the pictures are out (a press on 📄 Original needs a person, so it comes later);
     # writing them during the upload would slow it down.
-    await services.originals.save(result_id, [(p.filename, p.data) for p in pictures])
+    await services.originals.save(result_id, originals)
     if len(pictures) > 1 and sent and markup is not None:
         try:
             await sent[0].reply_text(texts.get(lang, "result.actions"), reply_markup=markup)
@@ -367,6 +401,36 @@ async def _deliver(
         except StoreError as exc:  # the pictures are delivered: never count them as failed
             logger.warning("could not record the file ids of %s: %s", result_id, exc)
     return sent, len(pictures) if sent else 0
+
+
+async def report_undelivered(
+    services: Services, exc: DeliveryError, *, reply_to: Message, user: User, lang: str
+) -> None:
+    """Log why pictures were not (surely) delivered and, where it helps, tell the user."""
+    chat_id = reply_to.chat_id
+    if isinstance(exc, ChatUnavailable):
+        logger.info(
+            "chat %s is closed to the bot (%s); user %s's request dropped", chat_id, exc, user.id
+        )
+        return
+    if isinstance(exc, MaybeDelivered):
+        logger.warning("no answer to an upload for user %s in chat %s: %s", user.id, chat_id, exc)
+        return
+    logger.warning("pictures for user %s not delivered in chat %s: %s", user.id, chat_id, exc)
+    if isinstance(exc, TooLargeToUpload):
+        text = services.texts.get(
+            lang, "delivery.too_large", size_mb=_megabytes(exc.size), limit_mb=_megabytes(exc.limit)
+        )
+    else:
+        text = services.texts.get(lang, "delivery.failed")
+    await reply_plain(reply_to, text)
+
+
+def _megabytes(size: int) -> str:
+    """Return a byte count as megabytes for a message (decimal MB, as Telegram counts)."""
+    if size % 1_000_000 == 0 or size >= 10_000_000:
+        return f"{size / 1_000_000:.0f}"
+    return f"{size / 1_000_000:.1f}"
 
 
 async def alert_admins(services: Services, message: Message, exc: ImagesError) -> None:

@@ -12,7 +12,6 @@ from telegram import (
     Chat,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
-    InputFile,
     InputMediaDocument,
     Message,
     Update,
@@ -22,17 +21,27 @@ from telegram.ext import ContextTypes
 
 from bot.capabilities import caps_for
 from bot.handlers.access import admit, guard
-from bot.handlers.common import command_args, is_group, language_of, reply_plain
+from bot.handlers.common import (
+    answer_query,
+    command_args,
+    is_group,
+    language_of,
+    refuse_stale,
+    reply_plain,
+)
+from bot.handlers.delivery import DeliveryError, delivery_errors, send_files
 from bot.handlers.image import (
     Job,
     build_job,
     load_preferences,
     reply_for,
+    report_undelivered,
     resolve_for,
     run_generation,
 )
 from bot.handlers.keyboards import AGAIN, EDIT_HINT, ORIGINAL, RERUN, callback, split_callback
 from bot.handlers.services import Services
+from bot.limiter import UserBusy
 from bot.prompt import ImageOptions, PromptError, describe_options, parse_image_args
 from bot.store import ResultRecord
 
@@ -86,22 +95,22 @@ async def result_button(
     message = query.message
     record = await services.store.get_result(result_id=parts[0]) if parts else None
     if record is None or not isinstance(message, Message):
-        await query.answer(texts.get(lang, "result.expired"), show_alert=True)
+        await answer_query(query, texts.get(lang, "result.expired"), show_alert=True)
         return
     if record.user_id != user.id:
-        await query.answer(texts.get(lang, "result.not_yours"), show_alert=True)
+        await answer_query(query, texts.get(lang, "result.not_yours"), show_alert=True)
         return
     if action == EDIT_HINT:
-        await query.answer(texts.get(lang, "result.edit_hint"), show_alert=True)
+        await answer_query(query, texts.get(lang, "result.edit_hint"), show_alert=True)
         return
-    if action == ORIGINAL:
-        await _send_original(services, query, message, record, lang)
-        return
-    if action not in (AGAIN, RERUN):
-        await query.answer(texts.get(lang, "result.expired"), show_alert=True)
+    if action not in (AGAIN, RERUN, ORIGINAL):
+        await answer_query(query, texts.get(lang, "result.expired"), show_alert=True)
         return
     if not await guard(services, message=message, user=user, chat=chat, lang=lang):
-        await query.answer()
+        await answer_query(query)
+        return
+    if action == ORIGINAL:
+        await _original_button(services, query, message, record, user=user, lang=lang)
         return
     stored = _stored(record)
     options = stored.options
@@ -111,10 +120,13 @@ async def result_button(
         caps = caps_for(model)
         description = resolve_for(services, prompt=record.prompt, options=options, caps=caps)
     except PromptError as exc:
-        await query.answer()
+        await answer_query(query)
         await reply_plain(message, reply_for(services, lang, exc))
         return
-    await query.answer(texts.get(lang, "result.again_started"))
+    if not await answer_query(query, texts.get(lang, "result.again_started")):
+        # Telegram says the press is too old to answer: it waited while the bot was offline.
+        await reply_plain(message, texts.get(lang, "stale.button"))
+        return
     job = Job(
         description=description,
         caps=caps,
@@ -126,6 +138,28 @@ async def result_button(
     await run_generation(services, reply_to=message, user=user, chat=chat, lang=lang, job=job)
 
 
+async def _original_button(
+    services: Services,
+    query: CallbackQuery,
+    message: Message,
+    record: ResultRecord,
+    *,
+    user: User,
+    lang: str,
+) -> None:
+    """Send the lossless files of a result, as one of the presser's requests in flight."""
+    try:
+        ticket = services.limiter.claim(user.id)
+    except UserBusy as exc:
+        await answer_query(query, reply_for(services, lang, exc), show_alert=True)
+        return
+    async with ticket:
+        try:
+            await _send_original(services, query, message, record, lang)
+        except DeliveryError as exc:
+            await report_undelivered(services, exc, reply_to=message, user=user, lang=lang)
+
+
 async def _send_original(
     services: Services, query: CallbackQuery, message: Message, record: ResultRecord, lang: str
 ) -> None:
@@ -133,31 +167,21 @@ async def _send_original(
     files = await services.originals.load(record.id)
     if not files and record.file_ids:
         # The kept bytes are gone, but the result went out as documents: resend those.
-        await query.answer()
-        if len(record.file_ids) == 1:
-            await message.reply_document(record.file_ids[0], do_quote=True)
-        else:
-            await message.reply_media_group(
-                [InputMediaDocument(file_id) for file_id in record.file_ids[:10]], do_quote=True
-            )
+        await answer_query(query)
+        with delivery_errors():
+            if len(record.file_ids) == 1:
+                await message.reply_document(record.file_ids[0], do_quote=True)
+            else:
+                await message.reply_media_group(
+                    [InputMediaDocument(file_id) for file_id in record.file_ids[:10]],
+                    do_quote=True,
+                )
         return
     if not files:
-        await query.answer(texts.get(lang, "result.expired"), show_alert=True)
+        await answer_query(query, texts.get(lang, "result.expired"), show_alert=True)
         return
-    await query.answer()
-    if len(files) == 1:
-        name, data = files[0]
-        await message.reply_document(
-            InputFile(data, filename=name), do_quote=True, disable_content_type_detection=True
-        )
-        return
-    await message.reply_media_group(
-        [
-            InputMediaDocument(InputFile(data, filename=name, attach=True))
-            for name, data in files[:10]
-        ],
-        do_quote=True,
-    )
+    await answer_query(query)
+    await send_files(message, files, upload_limit=services.settings.telegram_upload_limit_bytes)
 
 
 def _when(moment: datetime) -> str:
@@ -189,9 +213,7 @@ async def history_command(
         lines.append(f"{i}. {prompt}{extra} — {_when(record.created_at)}")
         buttons.append(InlineKeyboardButton(f"🔁 {i}", callback_data=callback(RERUN, record.id)))
     rows = [buttons[i : i + 5] for i in range(0, len(buttons), 5)]
-    await message.reply_text(
-        "\n".join(lines), reply_markup=InlineKeyboardMarkup(rows), do_quote=True
-    )
+    await reply_plain(message, "\n".join(lines), reply_markup=InlineKeyboardMarkup(rows))
 
 
 def _source_file(message: Message) -> tuple[str, int | None] | None:
@@ -249,6 +271,8 @@ async def edit_command(
     lang = await language_of(services, user)
     if not await guard(services, message=message, user=user, chat=chat, lang=lang):
         return
+    if await refuse_stale(services, message, lang):
+        return
     texts = services.texts
     try:
         parsed = parse_image_args(command_args(text))
@@ -276,7 +300,7 @@ async def variation_command(
     if request is None:
         return
     message, user, chat, lang = request.message, request.user, request.chat, request.lang
-    if message.text is None:
+    if message.text is None or await refuse_stale(services, message, lang):
         return
     texts = services.texts
     try:

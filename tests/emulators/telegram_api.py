@@ -3,9 +3,22 @@
 It speaks the wire protocol python-telegram-bot uses (JSON, url-encoded and multipart bodies),
 keeps just enough state for a bot's life (updates, chats, messages, files, commands) and
 enforces the real limits the bot must cope with (caption/text length, photo dimensions, HTML
-entity parsing, album size, blocked users). Tests inject traffic with `send_message` and
-`press_button`, script faults with `fail_next`/`set_latency`, and inspect what the bot did with
-`calls`, `sent_messages` and the bounded `wait_for`/`wait_for_async`.
+entity parsing, album size, blocked users, flood limits, expiring button presses). Tests inject
+traffic with `send_message` and `press_button`, script faults with `fail_next`/`set_latency`/
+`lose_answer`, and inspect what the bot did with `calls`, `sent_messages` and the bounded
+`wait_for`/`wait_for_async`.
+
+Behaviour matched to the real Bot API (core.telegram.org/bots/faq, /bots/api):
+- Flood limits, applied on their own (`flood_limits = False` turns them off): about one message a
+  second per chat with a short burst allowed, 20 a minute per group, about 30 a second for the
+  whole bot; a call over a limit is answered 429 "Too Many Requests: retry after N" with
+  `parameters.retry_after`, and nothing is posted. An album counts as one message per item.
+- Photos are stored at most 2560 px on their longest side (recompressed as JPEG), and the sizes
+  reported say so.
+- A button press must be answered within `callback_query_ttl` seconds, else answerCallbackQuery
+  is 400 "query is too old and response timeout expired or query ID is invalid".
+- A webhook update that is not answered 2xx within `webhook_timeout` is sent again (the same
+  update_id) after `webhook_retry_delays`, then given up.
 
     with TelegramEmulator() as tg:
         bot = telegram.Bot(tg.token, base_url=f"{tg.url}/bot", base_file_url=f"{tg.url}/file/bot")
@@ -23,6 +36,7 @@ import contextvars
 import html
 import io
 import json
+import math
 import mimetypes
 import re
 import secrets
@@ -47,6 +61,22 @@ MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024
 MAX_LONG_POLL = 5.0
 POLL_STEP = 0.005
+MAX_PHOTO_SIDE = 2560
+CALLBACK_QUERY_TTL = 15.0
+WEBHOOK_TIMEOUT = 10.0
+WEBHOOK_RETRY_DELAYS = (1.0, 2.0, 4.0)
+# Methods that post or change a message and so count against the flood limits.
+_FLOOD_COUNTED = frozenset(
+    {
+        "sendmessage",
+        "sendphoto",
+        "senddocument",
+        "sendmediagroup",
+        "editmessagetext",
+        "editmessagecaption",
+        "editmessagereplymarkup",
+    }
+)
 
 _INT_KEYS = frozenset(
     {
@@ -149,6 +179,7 @@ class Call:
     finished_at: float | None = None
     status: int | None = None
     response: JSON | None = None
+    answer_lost: bool = False  # done, but the answer was delayed past the client or dropped
 
     @property
     def ok(self) -> bool:
@@ -241,6 +272,42 @@ class _Fault:
     description: str
     retry_after: int | None
     times: int
+    chat_id: int | None = None
+
+
+@dataclass
+class _LostAnswer:
+    delay: float
+    drop: bool
+    times: int
+    chat_id: int | None
+
+
+@dataclass
+class FloodLimits:
+    """Telegram's flood limits as token buckets: a rate and the burst allowed above it."""
+
+    chat_per_second: float = 1.0
+    chat_burst: int = 20
+    group_per_minute: float = 20.0
+    group_burst: int = 20
+    bot_per_second: float = 30.0
+    bot_burst: int = 30
+
+
+@dataclass
+class _Bucket:
+    rate: float  # tokens per second
+    burst: int
+    tokens: float
+    at: float
+
+    def wait(self, n: int, now: float) -> float:
+        """Return how long until `n` tokens are there (0: now), refilling first."""
+        self.tokens = min(float(self.burst), self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        need = min(n, self.burst)
+        return 0.0 if self.tokens >= need else (need - self.tokens) / self.rate
 
 
 @dataclass
@@ -274,6 +341,9 @@ class _State:
     faults: dict[str, list[_Fault]] = field(default_factory=dict)
     latency: dict[str, float] = field(default_factory=dict)
     callback_queries: dict[str, bool] = field(default_factory=dict)
+    callback_query_times: dict[str, float] = field(default_factory=dict)
+    lost_answers: dict[str, list[_LostAnswer]] = field(default_factory=dict)
+    buckets: dict[object, _Bucket] = field(default_factory=dict)
     media_group_counter: int = 0
     webhook: JSON = field(default_factory=dict)
     webhook_deliveries: list[WebhookDelivery] = field(default_factory=list)
@@ -436,6 +506,24 @@ def _coerce(key: str, value: str) -> Any:
     return value
 
 
+def _downscaled_jpeg(data: bytes, side: int) -> bytes:
+    """Return the picture as a JPEG at most `side` px on its longest side, as Telegram keeps it."""
+    with Image.open(io.BytesIO(data)) as image:
+        image.thumbnail((side, side))
+        out = io.BytesIO()
+        image.convert("RGB").save(out, format="JPEG", quality=87)
+    return out.getvalue()
+
+
+def _chat_key(params: JSON) -> int | None:
+    chat = params.get("chat_id")
+    if isinstance(chat, int):
+        return chat
+    if isinstance(chat, str) and re.fullmatch(r"-?\d+", chat):
+        return int(chat)
+    return None
+
+
 def _image_size(data: bytes) -> tuple[int, int] | None:
     try:
         with Image.open(io.BytesIO(data)) as image:
@@ -468,6 +556,12 @@ class TelegramEmulator:
         self.bot_username = bot_username
         self.bot_name = bot_name
         self.blocked_users: set[int] = set()
+        self.kicked_from: set[int] = set()  # group chats the bot was removed from
+        self.flood_limits = True
+        self.limits = FloodLimits()
+        self.callback_query_ttl = CALLBACK_QUERY_TTL
+        self.webhook_timeout = WEBHOOK_TIMEOUT
+        self.webhook_retry_delays: tuple[float, ...] = WEBHOOK_RETRY_DELAYS
         self._cond = threading.Condition(threading.RLock())
         self._state = _State()
         self._closing = False
@@ -558,14 +652,45 @@ class TelegramEmulator:
         description: str = "Too Many Requests: retry after 1",
         retry_after: int | None = None,
         times: int = 1,
+        chat_id: int | None = None,
     ) -> None:
-        """Answer the next `times` calls of `method` (or "*") with an error."""
+        """Answer the next `times` calls of `method` (or "*"), in `chat_id` if given, with an error.
+
+        A 429 says "Too Many Requests: retry after N" and carries `retry_after`, as Telegram's do.
+        """
         if status == 429 and retry_after is None:
             match = _RETRY_RE.search(description)
             retry_after = int(match.group(1)) if match else 1
+        if status == 429:
+            description = f"Too Many Requests: retry after {retry_after}"
         with self._cond:
             self._state.faults.setdefault(method.lower(), []).append(
-                _Fault(status=status, description=description, retry_after=retry_after, times=times)
+                _Fault(
+                    status=status,
+                    description=description,
+                    retry_after=retry_after,
+                    times=times,
+                    chat_id=chat_id,
+                )
+            )
+
+    def lose_answer(
+        self,
+        method: str,
+        *,
+        delay: float = 0.0,
+        drop: bool = False,
+        times: int = 1,
+        chat_id: int | None = None,
+    ) -> None:
+        """Do the next `times` calls of `method` for real, then answer `delay` s late or never.
+
+        With `drop` the connection is closed without an answer (after `delay`), so the client
+        cannot tell whether the message was posted: it was.
+        """
+        with self._cond:
+            self._state.lost_answers.setdefault(method.lower(), []).append(
+                _LostAnswer(delay=delay, drop=drop, times=times, chat_id=chat_id)
             )
 
     def set_latency(self, method: str, seconds: float) -> None:
@@ -598,6 +723,7 @@ class TelegramEmulator:
         with self._cond:
             self._state = _State()
             self.blocked_users.clear()
+            self.kicked_from.clear()
             self._cond.notify_all()
 
     # -- injecting traffic --------------------------------------------------------------------
@@ -669,8 +795,12 @@ class TelegramEmulator:
         username: str | None = None,
         first_name: str = "Tester",
         language_code: str | None = "en",
+        age: float = 0.0,
     ) -> JSON:
-        """Inject a callback_query for a bot message's inline button; return the update."""
+        """Inject a callback_query for a bot message's inline button; return the update.
+
+        `age` says how long ago the press happened (a press queued while the bot was offline).
+        """
         msg = _unwrap_message(message)
         if msg is None:
             raise ValueError("press_button needs the bot message")
@@ -679,6 +809,7 @@ class TelegramEmulator:
         query_id = str(secrets.randbelow(10**18))
         with self._cond:
             self._state.callback_queries[query_id] = False
+            self._state.callback_query_times[query_id] = time.monotonic() - age
             live = self._state.messages.get((chat_id, int(msg["message_id"])), msg)
             query: JSON = {
                 "id": query_id,
@@ -828,13 +959,24 @@ class TelegramEmulator:
         if delay:
             await asyncio.sleep(delay)
         try:
-            self._take_fault(method)
+            self._take_fault(method, params)
+            self._check_flood(method, params)
             result = handler(params, files)
             if asyncio.iscoroutine(result):
                 result = await result
         except ApiError as exc:
             return self._finish(call, exc.payload(), exc.status)
-        return self._finish(call, {"ok": True, "result": result}, 200)
+        lost = self._take_lost_answer(method, params)
+        if lost is None:
+            return self._finish(call, {"ok": True, "result": result}, 200)
+        call.answer_lost = True
+        response = self._finish(call, {"ok": True, "result": result}, 200)
+        answer_at = time.monotonic() + lost.delay
+        while not self._closing and (left := answer_at - time.monotonic()) > 0:
+            await asyncio.sleep(min(left, 0.05))  # cut short when the emulator stops
+        if lost.drop and request.transport is not None:
+            request.transport.close()
+        return response
 
     def _finish(self, call: Call, body: JSON, status: int) -> web.Response:
         with self._cond:
@@ -853,42 +995,104 @@ class TelegramEmulator:
             return web.json_response(ApiError(404, "Not Found").payload(), status=404)
         return web.Response(body=stored.data, content_type="application/octet-stream")
 
-    def _take_fault(self, method: str) -> None:
+    def _take_fault(self, method: str, params: JSON) -> None:
+        chat = _chat_key(params)
         with self._cond:
             for key in (method.lower(), "*"):
-                queue = self._state.faults.get(key)
-                if not queue:
+                queue = self._state.faults.get(key) or []
+                fault = next((f for f in queue if f.chat_id in (None, chat)), None)
+                if fault is None:
                     continue
-                fault = queue[0]
                 fault.times -= 1
                 if fault.times <= 0:
-                    queue.pop(0)
+                    queue.remove(fault)
                 parameters = (
                     {"retry_after": fault.retry_after} if fault.retry_after is not None else None
                 )
                 raise ApiError(fault.status, fault.description, parameters)
 
+    def _take_lost_answer(self, method: str, params: JSON) -> _LostAnswer | None:
+        chat = _chat_key(params)
+        with self._cond:
+            queue = self._state.lost_answers.get(method.lower()) or []
+            lost = next((item for item in queue if item.chat_id in (None, chat)), None)
+            if lost is not None:
+                lost.times -= 1
+                if lost.times <= 0:
+                    queue.remove(lost)
+            return lost
+
+    def _check_flood(self, method: str, params: JSON) -> None:
+        """Refuse a message over the chat's, the group's or the bot's limit with a 429."""
+        if not self.flood_limits or method.lower() not in _FLOOD_COUNTED:
+            return
+        chat = _chat_key(params)
+        media = params.get("media")
+        n = len(media) if method.lower() == "sendmediagroup" and isinstance(media, list) else 1
+        limits = self.limits
+        now = time.monotonic()
+        with self._cond:
+            buckets = [self._bucket("bot", limits.bot_per_second, limits.bot_burst, now)]
+            if chat is not None and chat < 0:
+                rate = limits.group_per_minute / 60
+                buckets.append(self._bucket(("group", chat), rate, limits.group_burst, now))
+            elif chat is not None:
+                rate = limits.chat_per_second
+                buckets.append(self._bucket(("chat", chat), rate, limits.chat_burst, now))
+            wait = max(bucket.wait(n, now) for bucket in buckets)
+            if wait > 0:
+                retry_after = max(1, math.ceil(wait))
+                raise ApiError(
+                    429,
+                    f"Too Many Requests: retry after {retry_after}",
+                    {"retry_after": retry_after},
+                )
+            for bucket in buckets:
+                bucket.tokens -= min(n, bucket.burst)
+
+    def _bucket(self, key: object, rate: float, burst: int, now: float) -> _Bucket:
+        bucket = self._state.buckets.get(key)
+        if bucket is None:
+            bucket = self._state.buckets[key] = _Bucket(
+                rate=rate, burst=burst, tokens=float(burst), at=now
+            )
+        return bucket
+
     async def _deliver(self, webhook: JSON, update: JSON) -> None:
+        """POST one update to the webhook; send it again while it is not answered 2xx in time."""
+        for attempt, pause in enumerate((0.0, *self.webhook_retry_delays)):
+            if attempt:
+                await asyncio.sleep(pause)
+                with self._cond:
+                    webhook = dict(self._state.webhook)
+                if not webhook.get("url") or self._closing:
+                    return
+            status, error = await self._post_update(webhook, update)
+            with self._cond:
+                self._state.webhook_deliveries.append(
+                    WebhookDelivery(
+                        update_id=update["update_id"],
+                        status=status,
+                        error=error,
+                        at=time.monotonic(),
+                    )
+                )
+                self._cond.notify_all()
+            if status is not None and 200 <= status < 300:
+                return
+
+    async def _post_update(self, webhook: JSON, update: JSON) -> tuple[int | None, str | None]:
         headers = {}
         if webhook.get("secret_token"):
             headers["X-Telegram-Bot-Api-Secret-Token"] = str(webhook["secret_token"])
-        status: int | None = None
-        error: str | None = None
         try:
             async with (
-                ClientSession(timeout=ClientTimeout(total=10)) as session,
+                ClientSession(timeout=ClientTimeout(total=self.webhook_timeout)) as session,
                 session.post(webhook["url"], json=update, headers=headers) as response,
             ):
-                status = response.status
+                return response.status, None
         except Exception as exc:  # recorded for the test to inspect
-            error = repr(exc)
-        with self._cond:
-            self._state.webhook_deliveries.append(
-                WebhookDelivery(
-                    update_id=update["update_id"], status=status, error=error, at=time.monotonic()
-                )
-            )
-            self._cond.notify_all()
+            return None, repr(exc)
 
     # -- state helpers (call with the lock held) ------------------------------------------------
 
@@ -973,10 +1177,12 @@ class TelegramEmulator:
         if size is None:
             raise _bad("IMAGE_PROCESS_FAILED")
         width, height = size
+        longest = max(width, height)
+        if longest > MAX_PHOTO_SIDE:
+            data = _downscaled_jpeg(data, MAX_PHOTO_SIDE)
         with self._cond:
             stored = self._store_file(data, "photos/file.jpg")
         sizes: list[JSON] = []
-        longest = max(width, height)
         for limit in (90, 320, 800, 1280, 2560):
             scale = min(1.0, limit / longest)
             w, h = max(1, round(width * scale)), max(1, round(height * scale))
@@ -1025,6 +1231,9 @@ class TelegramEmulator:
     def _check_blocked(self, chat: _Chat) -> None:
         if chat.data["type"] == "private" and chat.data["id"] in self.blocked_users:
             raise ApiError(403, _FORBIDDEN_START)
+        if chat.data["id"] in self.kicked_from:
+            kind = "supergroup chat" if chat.data["type"] == "supergroup" else "group chat"
+            raise ApiError(403, f"Forbidden: bot was kicked from the {kind}")
 
     def _reply_fields(self, chat_id: int, params: JSON) -> JSON:
         reply_params = params.get("reply_parameters")
@@ -1402,7 +1611,9 @@ class TelegramEmulator:
     def _m_answerCallbackQuery(self, params: JSON, files: dict[str, UploadedFile]) -> bool:
         query_id = str(params.get("callback_query_id") or "")
         with self._cond:
-            if self._state.callback_queries.get(query_id, True):
+            pressed = self._state.callback_query_times.get(query_id, 0.0)
+            too_old = time.monotonic() - pressed > self.callback_query_ttl
+            if self._state.callback_queries.get(query_id, True) or too_old:
                 raise _bad("query is too old and response timeout expired or query ID is invalid")
             self._state.callback_queries[query_id] = True
         if len(str(params.get("text") or "")) > 200:
