@@ -31,6 +31,7 @@ from telegram.ext import (
 from bot.config import Settings
 from bot.flood import FloodGate
 from bot.handlers import register
+from bot.handlers.delivery import clear_spool
 from bot.handlers.services import Services
 from bot.i18n import Texts
 from bot.images import ImagesClient
@@ -120,6 +121,7 @@ def _is_group(chat: int | str | None) -> bool:
 async def open_services(settings: Settings, *, clock: Clock = utc_now) -> Services:
     """Open the store and create the images client (raises `StoreError`)."""
     store = await SqliteStore.open(settings.data_dir, clock=clock)
+    await asyncio.to_thread(clear_spool, settings.data_dir)
     # The images client tells the limiter of 429s and successes: the limit adapts (AIMD).
     limiter = GenerationLimiter(
         max_concurrent=settings.max_concurrent_generations,
