@@ -280,7 +280,7 @@ class ImagesClient:
         max_connections: int = 32,
         random: Callable[[], float] = _random.random,
         pacer: Pacer | None = None,
-        max_buffered_answers: int = 8,
+        max_buffered_answers: int = 4,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
