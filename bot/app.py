@@ -132,6 +132,7 @@ async def open_services(settings: Settings, *, clock: Clock = utc_now) -> Servic
         api_key=settings.openai_api_key.get(),
         extra_headers=settings.openai_extra_headers,
         timeout=settings.image_timeout_seconds,
+        max_attempts=settings.image_max_attempts,
         max_response_bytes=settings.image_max_response_bytes,
         max_connections=max(settings.max_concurrent_generations * 2, 8),
         pacer=limiter,

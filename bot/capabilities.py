@@ -29,6 +29,7 @@ from types import MappingProxyType
 from bot.prompt import ImageOptions, PromptError
 
 __all__ = [
+    "UNKNOWN_FAMILY",
     "ImageDescription",
     "ModelCaps",
     "PromptTooLong",
@@ -37,6 +38,7 @@ __all__ = [
     "caps_for",
     "check_defaults",
     "describe_sizes",
+    "family_of",
     "known_models",
     "parse_size",
     "resolve",
@@ -256,11 +258,33 @@ def known_models() -> tuple[str, ...]:
     return tuple(prefix for prefix, _ in _PREFIXES)
 
 
-def caps_for(model: str) -> ModelCaps:
-    """Return the capabilities of `model`, or the permissive fallback for unknown ones."""
-    key = model.strip().lower()
-    for prefix, build in _PREFIXES:
+UNKNOWN_FAMILY = "unknown"
+
+
+def family_of(model: str) -> str | None:
+    """Return the table family `model` belongs to, or None when the table does not know it.
+
+    A provider prefix (`openai/dall-e-3`, `azure/gpt-image-1`), as gateways name models, is
+    read past.
+    """
+    key = model.strip().lower().rsplit("/", 1)[-1]
+    for prefix, _ in _PREFIXES:
         if key.startswith(prefix):
+            return prefix
+    return None
+
+
+def caps_for(model: str, aliases: Mapping[str, str] | None = None) -> ModelCaps:
+    """Return the capabilities of `model`, or the permissive fallback for unknown ones.
+
+    `aliases` maps an operator's model name (a gateway's `my-dalle3`) to the table entry it
+    stands for (`dall-e-3`, or `unknown` for the permissive fallback); the caps keep the
+    operator's name, which is what is sent.
+    """
+    target = (aliases or {}).get(model.strip(), model)
+    family = family_of(target)
+    for prefix, build in _PREFIXES:
+        if prefix == family:
             return build(model)
     return _unknown(model)
 

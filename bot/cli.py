@@ -190,7 +190,7 @@ def prepare(args: argparse.Namespace, env: Mapping[str, str]) -> Job:
     options = ImageOptions(count=count, **picked)
     known = {"prompt", "model", "n", *_DESCR_OPTIONS}
     extra = {**settings.openai_extra_body, **{k: v for k, v in descr.items() if k not in known}}
-    caps = caps_for(settings.image_model)
+    caps = caps_for(settings.image_model, settings.model_aliases)
     description = resolve(
         prompt=prompt.strip(),
         options=options,
@@ -211,6 +211,7 @@ async def fetch(job: Job) -> ImagesResult:
         api_key=settings.openai_api_key.get(),
         extra_headers=settings.openai_extra_headers,
         timeout=settings.image_timeout_seconds,
+        max_attempts=settings.image_max_attempts,
         max_response_bytes=settings.image_max_response_bytes,
     ) as client:
         return await client.generate(job.description, job.caps)

@@ -25,11 +25,13 @@ ENV_VARS: tuple[str, ...] = (
     "OPENAI_API_KEY",
     "IMAGE_MODEL",
     "IMAGE_MODELS",
+    "MODEL_ALIASES",
     "OPENAI_EXTRA_HEADERS",
     "OPENAI_EXTRA_BODY",
     "DEFAULT_IMAGE_SIZE",
     "DEFAULT_IMAGE_QUALITY",
     "IMAGE_TIMEOUT_SECONDS",
+    "IMAGE_MAX_ATTEMPTS",
     "IMAGE_MAX_RESPONSE_MB",
     "MAX_CONCURRENT_GENERATIONS",
     "MAX_INFLIGHT_PER_USER",
@@ -154,6 +156,11 @@ class Settings:
     webhook_listen: str = "0.0.0.0"
     webhook_port: int = 8443
     webhook_secret_token: Secret = field(default_factory=Secret)
+    image_max_attempts: int = 3
+    # Operator model name -> capability table family ("dall-e-3", ... or "unknown").
+    model_aliases: Mapping[str, str] = field(
+        default_factory=lambda: _frozen_mapping(None), hash=False
+    )
     telegram_upload_limit_mb: int = 50
     originals_max_mb: int = 1024
     stale_command_seconds: float = 600.0
@@ -169,6 +176,7 @@ class Settings:
         object.__setattr__(self, "image_models", _models_list(self.image_model, self.image_models))
         object.__setattr__(self, "openai_extra_headers", _frozen_mapping(self.openai_extra_headers))
         object.__setattr__(self, "openai_extra_body", _frozen_mapping(self.openai_extra_body))
+        object.__setattr__(self, "model_aliases", _frozen_mapping(self.model_aliases))
         for name in ("allowed_user_ids", "allowed_chat_ids", "admin_user_ids"):
             object.__setattr__(self, name, frozenset(getattr(self, name)))
         object.__setattr__(self, "data_dir", Path(self.data_dir))
@@ -447,8 +455,38 @@ def _read_models(reader: _Reader) -> tuple[str, ...]:
     return tuple(models)
 
 
+def _read_aliases(reader: _Reader) -> dict[str, str]:
+    """Read MODEL_ALIASES (`my-dalle3=dall-e-3,flux=unknown`), each target a known family."""
+    from bot.capabilities import UNKNOWN_FAMILY, family_of, known_models
+
+    name = "MODEL_ALIASES"
+    value = reader.raw(name)
+    if value is None:
+        return {}
+    families = (*known_models(), UNKNOWN_FAMILY)
+    aliases: dict[str, str] = {}
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        alias, sep, target = (piece.strip() for piece in item.partition("="))
+        if not sep or not alias or not target or _parse_model(alias) is None:
+            reader.bad(name, "comma-separated model=family pairs like my-dalle3=dall-e-3", item)
+            return {}
+        family = UNKNOWN_FAMILY if target.lower() == UNKNOWN_FAMILY else family_of(target)
+        if family is None:
+            reader.bad(name, f"a known model family ({', '.join(families)}) after =", target)
+            return {}
+        aliases[alias] = family
+    return aliases
+
+
 def _check_model_defaults(
-    reader: _Reader, *, model: str, size: str | None, quality: str | None
+    reader: _Reader,
+    *,
+    model: str,
+    size: str | None,
+    quality: str | None,
+    aliases: Mapping[str, str] | None = None,
 ) -> None:
     """Check the default size and quality against the model's capabilities."""
     if size is None and quality is None:
@@ -457,7 +495,8 @@ def _check_model_defaults(
         from bot.capabilities import caps_for, check_defaults
     except ImportError:  # pragma: no cover - only while the capability table is being written
         return
-    for problem in check_defaults(caps_for(model), default_size=size, default_quality=quality):
+    caps = caps_for(model, aliases)
+    for problem in check_defaults(caps, default_size=size, default_quality=quality):
         reader.problems.append(problem)
 
 
@@ -511,6 +550,7 @@ def load_settings(env: Mapping[str, str], *, require_telegram: bool = True) -> S
     image_models = _read_models(r)
     headers = _read_headers(r)
     body = _read_json_object(r, "OPENAI_EXTRA_BODY") or {}
+    aliases = _read_aliases(r)
     before_defaults = len(r.problems)
     default_size = r.parsed(
         "DEFAULT_IMAGE_SIZE",
@@ -522,7 +562,9 @@ def load_settings(env: Mapping[str, str], *, require_telegram: bool = True) -> S
         "DEFAULT_IMAGE_QUALITY", None, _parse_quality, "a quality word like low, medium or high"
     )
     if model_ok and len(r.problems) == before_defaults:
-        _check_model_defaults(r, model=image_model, size=default_size, quality=default_quality)
+        _check_model_defaults(
+            r, model=image_model, size=default_size, quality=default_quality, aliases=aliases
+        )
     timeout = r.parsed(
         "IMAGE_TIMEOUT_SECONDS",
         180.0,
@@ -564,6 +606,9 @@ def load_settings(env: Mapping[str, str], *, require_telegram: bool = True) -> S
         "WEBHOOK_PORT", 8443, _parse_int(1, 65535), "a port number from 1 to 65535"
     )
     webhook_secret = _read_webhook_secret(r)
+    max_attempts = r.parsed(
+        "IMAGE_MAX_ATTEMPTS", 3, _parse_int(1, 10), "a whole number from 1 to 10"
+    )
     upload_limit = r.parsed(
         "TELEGRAM_UPLOAD_LIMIT_MB",
         50,
@@ -609,6 +654,8 @@ def load_settings(env: Mapping[str, str], *, require_telegram: bool = True) -> S
         webhook_listen=webhook_listen,
         webhook_port=webhook_port,
         webhook_secret_token=webhook_secret,
+        image_max_attempts=max_attempts,
+        model_aliases=aliases,
         telegram_upload_limit_mb=upload_limit,
         originals_max_mb=originals_max,
         stale_command_seconds=stale_seconds,

@@ -104,6 +104,8 @@ def test_every_field_is_set_from_the_environment() -> None:
         "DEFAULT_IMAGE_SIZE": "1792×1024",
         "DEFAULT_IMAGE_QUALITY": "HD",
         "IMAGE_TIMEOUT_SECONDS": "60.5",
+        "IMAGE_MAX_ATTEMPTS": "1",
+        "MODEL_ALIASES": "my-dalle3=dall-e-3, flux=unknown,openai/gpt-image-1=gpt-image-1",
         "IMAGE_MAX_RESPONSE_MB": "128",
         "MAX_CONCURRENT_GENERATIONS": "4",
         "MAX_INFLIGHT_PER_USER": "1",
@@ -155,6 +157,12 @@ def test_every_field_is_set_from_the_environment() -> None:
     assert s.webhook_listen == "127.0.0.1"
     assert s.webhook_port == 8080
     assert s.webhook_secret_token.get() == "s3cret_-TOKEN"
+    assert s.image_max_attempts == 1
+    assert dict(s.model_aliases) == {
+        "my-dalle3": "dall-e-3",
+        "flux": "unknown",
+        "openai/gpt-image-1": "gpt-image-1",
+    }
     assert s.telegram_upload_limit_mb == 2000
     assert s.originals_max_mb == 64
     assert s.stale_command_seconds == 120.0

@@ -21,7 +21,7 @@ async def help_command(
         return
     message, user, chat, lang = request.message, request.user, request.chat, request.lang
     prefs = await load_preferences(services, user=user, chat=chat)
-    caps = caps_for(prefs.model)
+    caps = caps_for(prefs.model, services.settings.model_aliases)
     texts = services.texts
     limit = services.settings.daily_image_limit
     parts = [

@@ -53,7 +53,7 @@ from bot.store import StoreError
 logger = logging.getLogger(__name__)
 
 ADMIN_ALERT_EVERY = timedelta(hours=1)
-ALERT_KINDS = frozenset({"auth", "quota"})
+ALERT_KINDS = frozenset({"auth", "quota", "not_found", "not_offered"})
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ def build_job(services: Services, *, prompt: str, typed: ImageOptions, prefs: Pr
     """Validate the request against the model; raise a `PromptError` with what is allowed."""
     if not prompt.strip():
         raise EmptyPrompt()
-    caps = caps_for(prefs.model)
+    caps = caps_for(prefs.model, services.settings.model_aliases)
     # Saved defaults may belong to another model (the user switched); typed options are checked.
     options = merge_options(typed, accepted_options(prefs.options, caps))
     description = resolve_for(services, prompt=prompt, options=options, caps=caps)
@@ -273,7 +273,7 @@ async def run_generation(
             outcome = exc.kind
             logger.warning("generation failed for user %s: %s", user.id, exc.kind)
             await reply_plain(reply_to, reply_for(services, lang, exc))
-            if exc.kind in ALERT_KINDS:
+            if exc.kind in ALERT_KINDS and exc.status is not None:  # what the host answered
                 await alert_admins(services, reply_to, exc)
         except DeliveryError as exc:
             outcome = exc.kind

@@ -117,7 +117,7 @@ async def result_button(
     try:
         prefs = await load_preferences(services, user=user, chat=chat)
         model = record.model if record.model in services.settings.image_models else prefs.model
-        caps = caps_for(model)
+        caps = caps_for(model, services.settings.model_aliases)
         description = resolve_for(services, prompt=record.prompt, options=options, caps=caps)
     except PromptError as exc:
         await answer_query(query)
@@ -287,6 +287,9 @@ async def edit_command(
     if not job.caps.supports_edit:
         await reply_plain(message, texts.get(lang, "edit.unsupported", model=job.caps.name))
         return
+    if not services.images.offers("edits", job.description.model):
+        await reply_plain(message, texts.get(lang, "error.images.not_offered"))
+        return
     await _run_on_picture(
         services, message=message, user=user, chat=chat, lang=lang, job=job, kind="edit"
     )
@@ -314,6 +317,9 @@ async def variation_command(
         return
     if not job.caps.supports_variation:
         await reply_plain(message, texts.get(lang, "variation.unsupported", model=job.caps.name))
+        return
+    if not services.images.offers("variations", job.description.model):
+        await reply_plain(message, texts.get(lang, "error.images.not_offered"))
         return
     await _run_on_picture(
         services, message=message, user=user, chat=chat, lang=lang, job=job, kind="variation"

@@ -37,7 +37,7 @@ def field_values(services: Services, field: str, values: dict[str, str]) -> tupl
     model = values.get("model") or settings.image_model
     if model not in settings.image_models:
         model = settings.image_model
-    caps = caps_for(model)
+    caps = caps_for(model, settings.model_aliases)
     if field == "size":
         concrete = tuple(s for s in describe_sizes(caps) if "x" in s and s[0].isdigit())
         return (*concrete, *(n for n in NAMED_SIZES if n in caps.named_sizes))[:9]

@@ -54,9 +54,10 @@ import random as _random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import MappingProxyType, TracebackType
 from typing import Self
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -66,8 +67,10 @@ from bot import __version__
 from bot.capabilities import ImageDescription, ModelCaps
 from bot.images.bodies import build_generation_body, common_fields, endpoint_url, form, merge_extra
 from bot.images.errors import (
+    ImagesAuthError,
     ImagesBadRequest,
     ImagesError,
+    ImagesNotOffered,
     ImagesRateLimited,
     ImagesTimeout,
     ImagesUnavailable,
@@ -84,6 +87,9 @@ QUICK_FAILURE_SECONDS = 10.0
 _DETAIL_LIMIT = 500
 _BACKOFF_BASE = 0.5
 _BACKOFF_CAP = 8.0
+_LOGGED_BODY = 200
+# A gateway's "all deployments cooling down" 429 this soon after a 401/403 is that auth fault.
+_AUTH_MEMORY = timedelta(minutes=10)
 _DOWNLOAD_ATTEMPTS = 3
 _MAX_REDIRECTS = 5
 _ERROR_BODY_LIMIT = 1024 * 1024  # enough of an error answer to read its message
@@ -306,6 +312,9 @@ class ImagesClient:
         self._random = random
         self._pacer = pacer
         self._buffered = asyncio.Semaphore(max_buffered_answers)
+        # Process-lifetime memory of what the host told us (see `offers`, `_status_error`).
+        self._not_offered: set[tuple[str, str]] = set()
+        self._last_auth_failure: datetime | None = None
         self._client = httpx.AsyncClient(
             transport=transport,
             # The deadline bounds every call as a whole; these only bound single steps.
@@ -340,6 +349,21 @@ class ImagesClient:
 
     # -- public calls -----------------------------------------------------------------------
 
+    def offers(self, endpoint: str, model: str) -> bool:
+        """Tell whether the host may serve `endpoint` ("edits", "variations") for `model`.
+
+        False once the host answered 404/405 with a non-OpenAI body there (a gateway without
+        that route); remembered until the process restarts.
+        """
+        return (endpoint, model) not in self._not_offered
+
+    def _check_offered(self, endpoint: str, model: str) -> None:
+        if not self.offers(endpoint, model):
+            raise ImagesNotOffered(
+                f"the images API does not offer /images/{endpoint} for {model}",
+                code="not_offered",
+            )
+
     async def generate(self, description: ImageDescription, caps: ModelCaps) -> ImagesResult:
         """Generate `description.n` pictures (fanning out n=1 calls where the model needs it)."""
         call = _Call(
@@ -365,6 +389,7 @@ class ImagesClient:
         """
         if not caps.supports_edit:
             raise ImagesBadRequest(f"{caps.name} does not support edits", code="unsupported")
+        self._check_offered("edits", description.model)
         files: _Files = {"image": _upload(image, image_filename, image_content_type)}
         if mask is not None:
             files["mask"] = ("mask.png", mask, "image/png")
@@ -386,6 +411,7 @@ class ImagesClient:
         """Make `n` variations of one picture (multipart upload)."""
         if not caps.supports_variation:
             raise ImagesBadRequest(f"{caps.name} does not support variations", code="unsupported")
+        self._check_offered("variations", model)
         fields: _Fields = {"model": model, "n": 1 if caps.one_per_request else n, "size": size}
         if caps.response_format:
             fields["response_format"] = "b64_json"
@@ -520,7 +546,13 @@ class ImagesClient:
             if response.status_code != 200:
                 error_body = await self._read_body(response, limit=_ERROR_BODY_LIMIT, cut=True)
                 raise self._status_error(
-                    response.status_code, response.headers, bytes(error_body), url=url, quick=quick
+                    response.status_code,
+                    response.headers,
+                    bytes(error_body),
+                    url=url,
+                    quick=quick,
+                    endpoint=call.endpoint,
+                    model=call.model,
                 )
             # Answers beyond `max_buffered_answers` wait unread (in the kernel's socket buffer,
             # not in this process) while others are read and parsed: 200 answers arriving at
@@ -588,9 +620,19 @@ class ImagesClient:
         return _Retry(error) if retry else error
 
     def _status_error(
-        self, status: int, headers: Mapping[str, str], body: bytes, *, url: str, quick: bool
+        self,
+        status: int,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        url: str,
+        quick: bool,
+        endpoint: str = "generations",
+        model: str = "",
     ) -> Exception:
-        error = classify_response(status, headers, body, now=self._clock(), scrub=self._scrub)
+        error = self._classify(
+            status, headers, body, method="POST", url=url, endpoint=endpoint, model=model
+        )
         error.method, error.url = "POST", url
         if isinstance(error, ImagesRateLimited):
             retry_after = error.retry_after
@@ -602,6 +644,45 @@ class ImagesClient:
             return _Retry(error)
         return error
 
+    def _classify(
+        self,
+        status: int,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        method: str,
+        url: str,
+        endpoint: str,
+        model: str,
+    ) -> ImagesError:
+        """`classify_response`, plus what this client remembers of the host.
+
+        A gateway's cooldown 429 soon after a 401/403 is that auth fault; an endpoint the host
+        does not serve is remembered (see `offers`). Every 4xx but 429 is logged with the method,
+        the URL path (never the query, which may carry a key), the status and the body's start.
+        """
+        now = self._clock()
+        last_auth = self._last_auth_failure
+        error = classify_response(
+            status,
+            headers,
+            body,
+            now=now,
+            scrub=self._scrub,
+            endpoint=endpoint,
+            recent_auth_failure=last_auth is not None and now - last_auth <= _AUTH_MEMORY,
+        )
+        if 400 <= status < 500 and status != 429:
+            text = self._scrub(body.decode("utf-8", "replace"))[:_LOGGED_BODY]
+            path = urlsplit(url).path
+            logger.warning("images API %s %s answered HTTP %d: %s", method, path, status, text)
+        if isinstance(error, ImagesAuthError) and status in (401, 403):
+            self._last_auth_failure = now
+        if isinstance(error, ImagesNotOffered):
+            self._not_offered.add((endpoint, model))
+        return error
+
+    # -- responses --------------------------------------------------------------------------
     async def _read_body(
         self, response: httpx.Response, *, limit: int, what: str = "", cut: bool = False
     ) -> bytearray:
