@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 MENU = ("image", "edit", "settings", "usage", "history", "help")
+PAID_MENU = ("buy", "balance")  # shown when Telegram Stars are on (STARS_PER_IMAGE > 0)
 POLL_TIMEOUT = 30
 CONCURRENT_UPDATES = 4096
 MAX_RETRIES = 3
@@ -175,12 +176,15 @@ def build_application(services: Services) -> Application[Any, Any, Any, Any, Any
     return app
 
 
-async def set_commands(app: Application[Any, Any, Any, Any, Any, Any], texts: Texts) -> None:
-    """Register the command menu in every language (side by side: each is a round trip before
-    the first getUpdates, and there is one per catalogue)."""
+async def set_commands(
+    app: Application[Any, Any, Any, Any, Any, Any], texts: Texts, *, paid: bool = False
+) -> None:
+    """Register the command menu in every language (with /buy and /balance when `paid`), side by
+    side: each is a round trip before the first getUpdates, and there is one per catalogue."""
+    menu = (*MENU, *PAID_MENU) if paid else MENU
 
     async def one(lang: str) -> None:
-        commands = [BotCommand(name, texts.get(lang, f"menu.{name}")) for name in MENU]
+        commands = [BotCommand(name, texts.get(lang, f"menu.{name}")) for name in menu]
         await app.bot.set_my_commands(
             commands,
             scope=BotCommandScopeDefault(),
@@ -206,7 +210,7 @@ async def running(
         with _webhook_secret(settings) as webhook_secret:
             async with app:
                 try:
-                    await set_commands(app, services.texts)
+                    await set_commands(app, services.texts, paid=settings.stars_enabled)
                 except TelegramError as exc:
                     logger.warning("could not register the command menu: %s", exc)
                 await app.start()

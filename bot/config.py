@@ -18,6 +18,8 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from bot import pricing
+
 ENV_VARS: tuple[str, ...] = (
     "TELEGRAM_BOT_TOKEN",
     "TELEGRAM_API_URL",
@@ -51,6 +53,10 @@ ENV_VARS: tuple[str, ...] = (
     "TELEGRAM_UPLOAD_LIMIT_MB",
     "ORIGINALS_MAX_MB",
     "STALE_COMMAND_SECONDS",
+    "DAILY_BUDGET_USD",
+    "MODEL_PRICES",
+    "STARS_PER_IMAGE",
+    "STAR_PACKS",
 )
 """Every environment variable `load_settings` reads, in the order of the contract table."""
 
@@ -59,6 +65,8 @@ LOG_LEVELS: tuple[str, ...] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 DEFAULT_TELEGRAM_API_URL = "https://api.telegram.org"
 DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_IMAGE_MODEL = "gpt-image-2"
+DEFAULT_STAR_PACKS: tuple[int, ...] = (10, 50, 200)
+MAX_STARS = 10_000  # Telegram's largest single Stars payment
 
 _TOKEN_RE = re.compile(r"\A[0-9]+:[A-Za-z0-9_-]+\Z")
 _HEADER_NAME_RE = re.compile(r"\A[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
@@ -164,6 +172,12 @@ class Settings:
     telegram_upload_limit_mb: int = 50
     originals_max_mb: int = 1024
     stale_command_seconds: float = 600.0
+    daily_budget: pricing.Nanos = 0  # DAILY_BUDGET_USD in nano-dollars; 0 = no budget
+    model_prices: Mapping[str, pricing.ModelPrice] = field(
+        default_factory=lambda: _frozen_mapping(None), hash=False
+    )
+    stars_per_image: int = 0
+    star_packs: tuple[int, ...] = DEFAULT_STAR_PACKS
 
     def __post_init__(self) -> None:
         # Normalize values given directly (tests, other callers) the way load_settings does.
@@ -180,6 +194,8 @@ class Settings:
         for name in ("allowed_user_ids", "allowed_chat_ids", "admin_user_ids"):
             object.__setattr__(self, name, frozenset(getattr(self, name)))
         object.__setattr__(self, "data_dir", Path(self.data_dir))
+        object.__setattr__(self, "model_prices", _frozen_mapping(self.model_prices))
+        object.__setattr__(self, "star_packs", tuple(self.star_packs))
 
     @property
     def bot_api_base_url(self) -> str:
@@ -190,6 +206,11 @@ class Settings:
     def bot_file_base_url(self) -> str:
         """Return the Bot API file base URL to which python-telegram-bot appends the token."""
         return f"{self.telegram_api_url}/file/bot"
+
+    @property
+    def stars_enabled(self) -> bool:
+        """Return whether pictures beyond the free allowance can be bought with Telegram Stars."""
+        return self.stars_per_image > 0
 
     @property
     def telegram_upload_limit_bytes(self) -> int:
@@ -480,6 +501,55 @@ def _read_aliases(reader: _Reader) -> dict[str, str]:
     return aliases
 
 
+def _read_budget(reader: _Reader) -> pricing.Nanos:
+    return reader.parsed(
+        "DAILY_BUDGET_USD",
+        0,
+        pricing.parse_usd,
+        "a dollar amount ≥ 0 like 5 or 2.50 (0 for no budget)",
+    )
+
+
+def _read_model_prices(reader: _Reader) -> Mapping[str, pricing.ModelPrice]:
+    value = reader.raw("MODEL_PRICES")
+    if value is None:
+        return {}
+    try:
+        return pricing.parse_model_prices(value)
+    except pricing.PriceError as exc:
+        reader.problems.append(
+            "MODEL_PRICES: expected a JSON object of model -> prices in dollars, like "
+            f'{{"dall-e-3": {{"per_image": 0.04}}}} ({exc})'
+        )
+        return {}
+
+
+def _read_star_packs(reader: _Reader, stars_per_image: int) -> tuple[int, ...]:
+    name = "STAR_PACKS"
+    value = reader.raw(name)
+    expected = "comma-separated numbers of pictures like 10,50,200"
+    if value is None:
+        packs = DEFAULT_STAR_PACKS
+    else:
+        items = [part.strip() for part in value.split(",") if part.strip()]
+        if not items or not all(re.fullmatch(r"[0-9]{1,6}", item) for item in items):
+            reader.bad(name, expected, value)
+            return DEFAULT_STAR_PACKS
+        packs = tuple(sorted({int(item) for item in items}))
+        if packs[0] < 1:
+            reader.bad(name, expected + " (each at least 1)", value)
+            return DEFAULT_STAR_PACKS
+    if stars_per_image and packs[-1] * stars_per_image > MAX_STARS:
+        reader.bad(
+            name,
+            f"packs of at most {MAX_STARS // stars_per_image} pictures at STARS_PER_IMAGE="
+            f"{stars_per_image} (Telegram takes at most {MAX_STARS} Stars in one payment)",
+            value if value is not None else ",".join(map(str, packs)),
+        )
+        return DEFAULT_STAR_PACKS
+    return packs
+
+
 def _check_model_defaults(
     reader: _Reader,
     *,
@@ -624,6 +694,15 @@ def load_settings(env: Mapping[str, str], *, require_telegram: bool = True) -> S
         _parse_seconds(allow_zero=True),
         "a number of seconds ≥ 0 (0 runs every command, however old)",
     )
+    daily_budget = _read_budget(r)
+    model_prices = _read_model_prices(r)
+    stars_per_image = r.parsed(
+        "STARS_PER_IMAGE",
+        0,
+        _parse_int(0, MAX_STARS),
+        f"a whole number of Stars from 0 to {MAX_STARS}",
+    )
+    star_packs = _read_star_packs(r, stars_per_image)
     if r.problems:
         raise ConfigError(r.problems)
     return Settings(
@@ -659,4 +738,8 @@ def load_settings(env: Mapping[str, str], *, require_telegram: bool = True) -> S
         telegram_upload_limit_mb=upload_limit,
         originals_max_mb=originals_max,
         stale_command_seconds=stale_seconds,
+        daily_budget=daily_budget,
+        model_prices=model_prices,
+        stars_per_image=stars_per_image,
+        star_packs=star_packs,
     )

@@ -3,6 +3,8 @@
 Exception family (the quota boundary)::
 
     QuotaExceeded            the daily limit of a user or of a group chat would be exceeded
+      CreditsNeeded          the free pictures are used up and the user's credits do not cover
+                             the rest (Telegram Stars are on)
 
 A limit of zero or less means "no limit" everywhere in this module.
 """
@@ -27,6 +29,26 @@ class QuotaExceeded(Exception):
         self.used = used
         self.remaining = remaining
         self.resets_at = resets_at
+
+
+class CreditsNeeded(QuotaExceeded):
+    """The free allowance is used up and the user's bought credits do not cover the request."""
+
+    def __init__(
+        self,
+        *,
+        limit: int,
+        used: int,
+        remaining: int,
+        resets_at: datetime,
+        credits: int,
+        needed: int,
+    ) -> None:
+        super().__init__(
+            scope="user", limit=limit, used=used, remaining=remaining, resets_at=resets_at
+        )
+        self.credits = credits
+        self.needed = needed
 
 
 def _as_utc(now: datetime) -> datetime:

@@ -22,10 +22,20 @@ user for the rest of the day. Only chats with a negative id (Telegram groups, su
 channels) are counted against the chat limit; pass ``chat_id=None`` or the private chat's id
 otherwise.
 
+Money (issue #13): pictures beyond the free allowance can be paid from bought credits
+(``reserve(..., credits=True)``; a reservation's ``paid`` part is spent only for delivered
+pictures, the free part first); the bot-wide daily budget is held by `reserve_budget` (the
+request's worst-case cost, checked against what is spent and held today in the same transaction)
+and settled with the actual cost by `settle_cost`, which also stores every request's cost for
+`spend`; `add_payment` credits a Stars payment once per ``telegram_payment_charge_id``.
+
 Exception family::
 
-    StoreError               the database cannot be opened, read or written
-    bot.quota.QuotaExceeded  raised by `reserve` when a daily limit would be exceeded
+    StoreError                      the database cannot be opened, read or written
+    bot.quota.QuotaExceeded         raised by `reserve` when a daily limit would be exceeded
+      bot.quota.CreditsNeeded       ... and the user's credits do not cover the rest
+    bot.pricing.BudgetExhausted     raised by `reserve_budget` when the day's budget is used up
+    PaymentError                    a refund is refused (`reason`: unknown, refunded, spent)
 """
 
 from __future__ import annotations
@@ -44,7 +54,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from bot import quota
+from bot import pricing, quota
 
 logger = logging.getLogger(__name__)
 
@@ -93,11 +103,39 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE TABLE alerts (kind TEXT PRIMARY KEY, last_at REAL NOT NULL)",
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     ),
+    (
+        # Money: credits paid per reservation, costs per request, the daily budget, payments.
+        "ALTER TABLE reservations ADD COLUMN paid INTEGER NOT NULL DEFAULT 0",
+        """CREATE TABLE spend (
+            day TEXT NOT NULL, user_id INTEGER NOT NULL, model TEXT NOT NULL,
+            requests INTEGER NOT NULL DEFAULT 0, images INTEGER NOT NULL DEFAULT 0,
+            cost INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (day, user_id, model))""",
+        """CREATE TABLE budget_holds (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, day TEXT NOT NULL, amount INTEGER NOT NULL,
+            created_at REAL NOT NULL, settled INTEGER NOT NULL DEFAULT 0)""",
+        "CREATE INDEX budget_holds_day ON budget_holds (day, settled)",
+        "CREATE TABLE budget_days (day TEXT PRIMARY KEY, spent INTEGER NOT NULL DEFAULT 0)",
+        "CREATE TABLE credits (user_id INTEGER PRIMARY KEY, balance INTEGER NOT NULL DEFAULT 0)",
+        """CREATE TABLE payments (
+            charge_id TEXT PRIMARY KEY, user_id INTEGER NOT NULL, pictures INTEGER NOT NULL,
+            stars INTEGER NOT NULL, payload TEXT NOT NULL, created_at REAL NOT NULL,
+            refunded_at REAL)""",
+    ),
 )
 
 
 class StoreError(Exception):
     """The database cannot be opened, read or written; the message says what to do."""
+
+
+class PaymentError(Exception):
+    """A refund is refused: `reason` is "unknown", "refunded" or "spent" (credits used)."""
+
+    def __init__(self, reason: str, *, charge_id: str) -> None:
+        super().__init__(f"payment {charge_id!r} cannot be refunded: {reason}")
+        self.reason = reason
+        self.charge_id = charge_id
 
 
 @dataclass(frozen=True)
@@ -109,6 +147,49 @@ class Reservation:
     chat_id: int | None
     n: int
     day: date
+    paid: int = 0  # how many of the n are paid from the user's credits
+
+
+@dataclass(frozen=True)
+class BudgetHold:
+    """A request's worst-case cost held against today's budget until it is settled."""
+
+    id: int
+    day: date
+    amount: pricing.Nanos
+
+
+@dataclass(frozen=True)
+class Payment:
+    """One Telegram Stars payment and the credits (pictures) it bought."""
+
+    charge_id: str
+    user_id: int
+    pictures: int
+    stars: int
+    created_at: datetime
+    refunded: bool
+
+
+@dataclass(frozen=True)
+class SpendTotals:
+    """Costs of one period: the total, by model and the users who cost most."""
+
+    cost: pricing.Nanos
+    images: int
+    by_model: list[tuple[str, pricing.Nanos, int]]
+    top_users: list[tuple[int, pricing.Nanos]]
+
+
+@dataclass(frozen=True)
+class Spend:
+    """What the pictures cost today (UTC), in the last 7 days (today included) and all time."""
+
+    day: date
+    today: SpendTotals
+    week: SpendTotals
+    all_time: SpendTotals
+    budget_held: pricing.Nanos  # worst cases of requests in flight
 
 
 @dataclass(frozen=True)
@@ -166,6 +247,7 @@ class Store(Protocol):
         user_limit: int,
         chat_limit: int,
         exempt: bool,
+        credits: bool = False,
     ) -> Reservation: ...
 
     async def settle(self, reservation: Reservation, *, delivered: int) -> None: ...
@@ -183,6 +265,32 @@ class Store(Protocol):
     ) -> None: ...
 
     async def stats(self, *, top: int = 5) -> Stats: ...
+
+    async def reserve_budget(
+        self, *, amount: pricing.Nanos, budget: pricing.Nanos
+    ) -> BudgetHold: ...
+
+    async def settle_cost(
+        self,
+        hold: BudgetHold | None,
+        *,
+        user_id: int,
+        model: str,
+        images: int,
+        cost: pricing.Nanos,
+    ) -> pricing.Nanos: ...
+
+    async def credits(self, *, user_id: int) -> int: ...
+
+    async def add_payment(
+        self, *, charge_id: str, user_id: int, pictures: int, stars: int, payload: str
+    ) -> bool: ...
+
+    async def refund_payment(self, *, charge_id: str) -> Payment: ...
+
+    async def undo_refund(self, *, charge_id: str) -> None: ...
+
+    async def spend(self, *, top: int = 5) -> Spend: ...
 
     async def get_settings(self, *, scope: str, scope_id: int) -> dict[str, str]: ...
 
@@ -371,8 +479,13 @@ class SqliteStore:
         user_limit: int,
         chat_limit: int,
         exempt: bool,
+        credits: bool = False,
     ) -> Reservation:
-        """Book `n` images against today's limits, or raise QuotaExceeded changing nothing."""
+        """Book `n` images against today's limits, or raise QuotaExceeded changing nothing.
+
+        With `credits` (Telegram Stars are on) what the user's free allowance (`user_limit`; none
+        when it is 0) does not cover is paid from their credits, or CreditsNeeded is raised.
+        """
         if n < 1:
             raise ValueError("a reservation needs at least one image")
         now = self._clock()
@@ -381,8 +494,13 @@ class SqliteStore:
 
         def run(conn: sqlite3.Connection) -> Reservation:
             with _transaction(conn):
+                paid = 0
+                if not exempt and credits:
+                    paid = _credits_needed(
+                        conn, user_id=user_id, n=n, limit=user_limit, day=day, now=now
+                    )
                 if not exempt:
-                    checks = [("user", user_id, user_limit)]
+                    checks = [] if credits else [("user", user_id, user_limit)]
                     if chat_id is not None and _is_group(chat_id) and chat_limit > 0:
                         checks.append(("chat", chat_id, chat_limit))
                     for scope, scope_id, limit in checks:
@@ -398,13 +516,13 @@ class SqliteStore:
                                 resets_at=quota.next_reset(now),
                             )
                 cursor = conn.execute(
-                    "INSERT INTO reservations (user_id, chat_id, day, n, created_at)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    (user_id, chat_id, day.isoformat(), n, _ts(now)),
+                    "INSERT INTO reservations (user_id, chat_id, day, n, created_at, paid)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (user_id, chat_id, day.isoformat(), n, _ts(now), paid),
                 )
                 rid = cursor.lastrowid
             assert rid is not None
-            return Reservation(id=rid, user_id=user_id, chat_id=chat_id, n=n, day=day)
+            return Reservation(id=rid, user_id=user_id, chat_id=chat_id, n=n, day=day, paid=paid)
 
         return await self._run(run)
 
@@ -421,14 +539,23 @@ class SqliteStore:
                 )
                 if cursor.rowcount != 1 or count == 0:
                     return
-                scopes = [("user", reservation.user_id)]
+                # Delivered pictures use the free allowance first, then the credits.
+                free = min(count, reservation.n - reservation.paid)
+                scopes = [("user", reservation.user_id, free)]
                 if reservation.chat_id is not None and _is_group(reservation.chat_id):
-                    scopes.append(("chat", reservation.chat_id))
-                for scope, scope_id in scopes:
+                    scopes.append(("chat", reservation.chat_id, count))
+                for scope, scope_id, used in scopes:
+                    if used <= 0:
+                        continue
                     conn.execute(
                         "INSERT INTO usage (scope, scope_id, day, used) VALUES (?, ?, ?, ?)"
                         " ON CONFLICT (scope, scope_id, day) DO UPDATE SET used = used + ?",
-                        (scope, scope_id, day, count, count),
+                        (scope, scope_id, day, used, used),
+                    )
+                if count > free:
+                    conn.execute(
+                        "UPDATE credits SET balance = balance - ? WHERE user_id = ?",
+                        (count - free, reservation.user_id),
                     )
 
         await self._run(run)
@@ -505,6 +632,166 @@ class SqliteStore:
                 distinct_users=int(
                     conn.execute("SELECT COUNT(DISTINCT user_id) FROM request_stats").fetchone()[0]
                 ),
+            )
+
+        return await self._run(run)
+
+    # --- money: budget, credits, payments, spend ------------------------------------------------
+
+    async def reserve_budget(self, *, amount: pricing.Nanos, budget: pricing.Nanos) -> BudgetHold:
+        """Hold `amount` against today's `budget` (0 = none), or raise BudgetExhausted."""
+        now = self._clock()
+        day = quota.utc_day(now)
+        since = _ts(now - RESERVATION_TTL)
+
+        def run(conn: sqlite3.Connection) -> BudgetHold:
+            with _transaction(conn):
+                if budget > 0:
+                    committed = _budget_spent(conn, day=day) + _budget_held(
+                        conn, day=day, since=since
+                    )
+                    if committed + amount > budget:
+                        raise pricing.BudgetExhausted(
+                            budget=budget,
+                            spent=committed,
+                            needed=amount,
+                            resets_at=quota.next_reset(now),
+                        )
+                cursor = conn.execute(
+                    "INSERT INTO budget_holds (day, amount, created_at) VALUES (?, ?, ?)",
+                    (day.isoformat(), amount, _ts(now)),
+                )
+                hid = cursor.lastrowid
+            assert hid is not None
+            return BudgetHold(id=hid, day=day, amount=amount)
+
+        return await self._run(run)
+
+    async def settle_cost(
+        self,
+        hold: BudgetHold | None,
+        *,
+        user_id: int,
+        model: str,
+        images: int,
+        cost: pricing.Nanos,
+    ) -> pricing.Nanos:
+        """Store a request's actual cost, release its budget hold; return today's spend."""
+        day = quota.utc_day(self._clock()) if hold is None else hold.day
+
+        def run(conn: sqlite3.Connection) -> pricing.Nanos:
+            with _transaction(conn):
+                counted = True
+                if hold is not None:
+                    cursor = conn.execute(
+                        "UPDATE budget_holds SET settled = 1 WHERE id = ? AND settled = 0",
+                        (hold.id,),
+                    )
+                    counted = cursor.rowcount == 1
+                if counted and (cost > 0 or images > 0):
+                    conn.execute(
+                        "INSERT INTO spend (day, user_id, model, requests, images, cost)"
+                        " VALUES (?, ?, ?, 1, ?, ?) ON CONFLICT (day, user_id, model) DO UPDATE"
+                        " SET requests = requests + 1, images = images + excluded.images,"
+                        " cost = cost + excluded.cost",
+                        (day.isoformat(), user_id, model, images, cost),
+                    )
+                if counted and cost > 0:
+                    conn.execute(
+                        "INSERT INTO budget_days (day, spent) VALUES (?, ?)"
+                        " ON CONFLICT (day) DO UPDATE SET spent = spent + excluded.spent",
+                        (day.isoformat(), cost),
+                    )
+                return _budget_spent(conn, day=day)
+
+        return await self._run(run)
+
+    async def credits(self, *, user_id: int) -> int:
+        """Return the user's credits (pictures bought), minus those held by requests in flight."""
+        since = _ts(self._clock() - RESERVATION_TTL)
+
+        def run(conn: sqlite3.Connection) -> int:
+            return max(0, _credits(conn, user_id=user_id, since=since))
+
+        return await self._run(run)
+
+    async def add_payment(
+        self, *, charge_id: str, user_id: int, pictures: int, stars: int, payload: str
+    ) -> bool:
+        """Credit a Stars payment once per charge id; return False when it was already credited."""
+        created = _ts(self._clock())
+
+        def run(conn: sqlite3.Connection) -> bool:
+            with _transaction(conn):
+                cursor = conn.execute(
+                    "INSERT OR IGNORE INTO payments"
+                    " (charge_id, user_id, pictures, stars, payload, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (charge_id, user_id, pictures, stars, payload, created),
+                )
+                if cursor.rowcount != 1:
+                    return False
+                _add_credits(conn, user_id=user_id, amount=pictures)
+            return True
+
+        return await self._run(run)
+
+    async def refund_payment(self, *, charge_id: str) -> Payment:
+        """Take back the credits a payment bought and mark it refunded, or raise PaymentError."""
+        now = self._clock()
+        since = _ts(now - RESERVATION_TTL)
+
+        def run(conn: sqlite3.Connection) -> Payment:
+            with _transaction(conn):
+                row = conn.execute(
+                    f"{_PAYMENT_SELECT} WHERE charge_id = ?", (charge_id,)
+                ).fetchone()
+                if row is None:
+                    raise PaymentError("unknown", charge_id=charge_id)
+                payment = _payment(row)
+                if payment.refunded:
+                    raise PaymentError("refunded", charge_id=charge_id)
+                if _credits(conn, user_id=payment.user_id, since=since) < payment.pictures:
+                    raise PaymentError("spent", charge_id=charge_id)
+                _add_credits(conn, user_id=payment.user_id, amount=-payment.pictures)
+                conn.execute(
+                    "UPDATE payments SET refunded_at = ? WHERE charge_id = ?", (_ts(now), charge_id)
+                )
+            return payment
+
+        return await self._run(run)
+
+    async def undo_refund(self, *, charge_id: str) -> None:
+        """Give back the credits of a refund that Telegram refused (idempotent)."""
+
+        def run(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                row = conn.execute(
+                    f"{_PAYMENT_SELECT} WHERE charge_id = ?", (charge_id,)
+                ).fetchone()
+                if row is None or not _payment(row).refunded:
+                    return
+                payment = _payment(row)
+                conn.execute(
+                    "UPDATE payments SET refunded_at = NULL WHERE charge_id = ?", (charge_id,)
+                )
+                _add_credits(conn, user_id=payment.user_id, amount=payment.pictures)
+
+        await self._run(run)
+
+    async def spend(self, *, top: int = 5) -> Spend:
+        """Return the costs of today, the last 7 days and all time, by model and top users."""
+        now = self._clock()
+        day = quota.utc_day(now)
+        since = _ts(now - RESERVATION_TTL)
+
+        def run(conn: sqlite3.Connection) -> Spend:
+            return Spend(
+                day=day,
+                today=_spend_totals(conn, since=day, top=top),
+                week=_spend_totals(conn, since=day - timedelta(days=6), top=top),
+                all_time=_spend_totals(conn, since=None, top=top),
+                budget_held=_budget_held(conn, day=day, since=since),
             )
 
         return await self._run(run)
@@ -657,6 +944,11 @@ _RESULT_SELECT = (
 )
 
 
+_PAYMENT_SELECT = (
+    "SELECT charge_id, user_id, pictures, stars, created_at, refunded_at FROM payments"
+)
+
+
 def _result(row: tuple[object, ...]) -> ResultRecord:
     rid, user_id, chat_id, prompt, options, model, files, created = row
     return ResultRecord(
@@ -677,9 +969,10 @@ def _used(conn: sqlite3.Connection, *, scope: str, scope_id: int, day: date, sin
         "SELECT used FROM usage WHERE scope = ? AND scope_id = ? AND day = ?",
         (scope, scope_id, day.isoformat()),
     ).fetchone()
-    column = "user_id" if scope == "user" else "chat_id"
+    # A user's own limit counts only the free part of reservations; a chat's counts them all.
+    column, booked = ("user_id", "n - paid") if scope == "user" else ("chat_id", "n")
     reserved = conn.execute(
-        f"SELECT COALESCE(SUM(n), 0) FROM reservations WHERE {column} = ? AND day = ?"
+        f"SELECT COALESCE(SUM({booked}), 0) FROM reservations WHERE {column} = ? AND day = ?"
         " AND settled = 0 AND created_at >= ?",
         (scope_id, day.isoformat(), since),
     ).fetchone()[0]
@@ -719,3 +1012,93 @@ def _top_users(conn: sqlite3.Connection, *, day: date | None, top: int) -> list[
         (*args, max(0, top)),
     ).fetchall()
     return [(int(user_id), int(images)) for user_id, images in rows]
+
+
+def _credits(conn: sqlite3.Connection, *, user_id: int, since: float) -> int:
+    """Return the user's credits minus those held by live reservations."""
+    row = conn.execute("SELECT balance FROM credits WHERE user_id = ?", (user_id,)).fetchone()
+    held = conn.execute(
+        "SELECT COALESCE(SUM(paid), 0) FROM reservations WHERE user_id = ? AND settled = 0"
+        " AND created_at >= ?",
+        (user_id, since),
+    ).fetchone()[0]
+    return (0 if row is None else int(row[0])) - int(held)
+
+
+def _credits_needed(
+    conn: sqlite3.Connection, *, user_id: int, n: int, limit: int, day: date, now: datetime
+) -> int:
+    """Return how many of `n` pictures the credits pay for, or raise CreditsNeeded."""
+    since = _ts(now - RESERVATION_TTL)
+    used = _used(conn, scope="user", scope_id=user_id, day=day, since=since)
+    free_left = max(0, limit - used) if limit > 0 else 0
+    paid = max(0, n - free_left)
+    if paid:
+        available = _credits(conn, user_id=user_id, since=since)
+        if available < paid:
+            raise quota.CreditsNeeded(
+                limit=limit,
+                used=used,
+                remaining=free_left,
+                resets_at=quota.next_reset(now),
+                credits=max(0, available),
+                needed=paid,
+            )
+    return paid
+
+
+def _spend_totals(conn: sqlite3.Connection, *, since: date | None, top: int) -> SpendTotals:
+    where, args = ("WHERE day >= ?", (since.isoformat(),)) if since is not None else ("", ())
+    cost, images = conn.execute(
+        f"SELECT COALESCE(SUM(cost), 0), COALESCE(SUM(images), 0) FROM spend {where}", args
+    ).fetchone()
+    models = conn.execute(
+        f"SELECT model, SUM(cost), SUM(images) FROM spend {where} GROUP BY model"
+        " ORDER BY SUM(cost) DESC, model",
+        args,
+    ).fetchall()
+    users = conn.execute(
+        f"SELECT user_id, SUM(cost) AS total FROM spend {where} GROUP BY user_id"
+        " HAVING total > 0 ORDER BY total DESC, user_id LIMIT ?",
+        (*args, max(0, top)),
+    ).fetchall()
+    return SpendTotals(
+        cost=int(cost),
+        images=int(images),
+        by_model=[(str(m), int(c), int(i)) for m, c, i in models],
+        top_users=[(int(u), int(c)) for u, c in users],
+    )
+
+
+def _payment(row: tuple[object, ...]) -> Payment:
+    charge_id, user_id, pictures, stars, created, refunded = row
+    return Payment(
+        charge_id=str(charge_id),
+        user_id=int(str(user_id)),
+        pictures=int(str(pictures)),
+        stars=int(str(stars)),
+        created_at=_from_ts(float(str(created))),
+        refunded=refunded is not None,
+    )
+
+
+def _add_credits(conn: sqlite3.Connection, *, user_id: int, amount: int) -> None:
+    conn.execute(
+        "INSERT INTO credits (user_id, balance) VALUES (?, ?)"
+        " ON CONFLICT (user_id) DO UPDATE SET balance = balance + excluded.balance",
+        (user_id, amount),
+    )
+
+
+def _budget_spent(conn: sqlite3.Connection, *, day: date) -> pricing.Nanos:
+    row = conn.execute("SELECT spent FROM budget_days WHERE day = ?", (day.isoformat(),)).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def _budget_held(conn: sqlite3.Connection, *, day: date, since: float) -> pricing.Nanos:
+    held = conn.execute(
+        "SELECT COALESCE(SUM(amount), 0) FROM budget_holds WHERE day = ? AND settled = 0"
+        " AND created_at >= ?",
+        (day.isoformat(), since),
+    ).fetchone()[0]
+    return int(held)

@@ -125,6 +125,10 @@ def test_every_field_is_set_from_the_environment() -> None:
         "TELEGRAM_UPLOAD_LIMIT_MB": "2000",
         "ORIGINALS_MAX_MB": "64",
         "STALE_COMMAND_SECONDS": "120",
+        "DAILY_BUDGET_USD": "2.50",
+        "MODEL_PRICES": '{"dall-e-3": {"per_image": 0.04}}',
+        "STARS_PER_IMAGE": "5",
+        "STAR_PACKS": "50, 10,200",
     }
     assert set(env) == set(ENV_VARS)
     s = load_settings(env)
@@ -166,6 +170,11 @@ def test_every_field_is_set_from_the_environment() -> None:
     assert s.telegram_upload_limit_mb == 2000
     assert s.originals_max_mb == 64
     assert s.stale_command_seconds == 120.0
+    assert s.daily_budget == 2_500_000_000
+    assert s.model_prices["dall-e-3"].per_image == 40_000_000
+    assert s.stars_per_image == 5
+    assert s.stars_enabled
+    assert s.star_packs == (10, 50, 200)
 
 
 def test_settings_is_frozen_and_mappings_are_read_only() -> None:
@@ -585,3 +594,56 @@ def test_an_open_bot_is_warned_about_naming_both_settings() -> None:
 )
 def test_a_closed_bot_gets_no_warning(env: dict[str, str]) -> None:
     assert startup_warnings(load(**env)) == []
+
+
+# --- money settings (issue #13) ----------------------------------------------------------------
+
+
+def test_money_defaults() -> None:
+    s = load()
+    assert s.daily_budget == 0
+    assert dict(s.model_prices) == {}
+    assert s.stars_per_image == 0
+    assert not s.stars_enabled
+    assert s.star_packs == (10, 50, 200)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DAILY_BUDGET_USD", "-1"),
+        ("DAILY_BUDGET_USD", "five"),
+        ("DAILY_BUDGET_USD", "0.0000000001"),
+        ("DAILY_BUDGET_USD", "NaN"),
+        ("MODEL_PRICES", "[]"),
+        ("MODEL_PRICES", "{"),
+        ("MODEL_PRICES", '{"dall-e-3": 0.04}'),
+        ("MODEL_PRICES", '{"dall-e-3": {"per_picture": 0.04}}'),
+        ("MODEL_PRICES", '{"dall-e-3": {"per_image": -1}}'),
+        ("MODEL_PRICES", '{"dall-e-3": {"per_image": true}}'),
+        ("MODEL_PRICES", '{"bad model": {"per_image": 1}}'),
+        ("STARS_PER_IMAGE", "-1"),
+        ("STARS_PER_IMAGE", "1.5"),
+        ("STARS_PER_IMAGE", "10001"),
+        ("STAR_PACKS", "ten"),
+        ("STAR_PACKS", "0,10"),
+        ("STAR_PACKS", ","),
+    ],
+)
+def test_bad_money_values_name_the_variable(name: str, value: str) -> None:
+    single_problem(name, value)
+
+
+def test_star_packs_must_fit_one_payment() -> None:
+    found = problems(STARS_PER_IMAGE="100", STAR_PACKS="10,200")
+    assert len(found) == 1 and found[0].startswith("STAR_PACKS: "), found
+    assert "100 pictures" in found[0]
+
+
+def test_model_prices_override_and_add() -> None:
+    s = load(
+        MODEL_PRICES='{"gpt-image-2": {"output_image_per_1m": "25"}, "flux": {"per_image": 0.003}}'
+    )
+    gpt = s.model_prices["gpt-image-2"]
+    assert gpt.image_output == 25_000 and gpt.text_input == 5_000  # the rest stays official
+    assert s.model_prices["flux"].per_image == 3_000_000

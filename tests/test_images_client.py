@@ -146,7 +146,8 @@ async def test_b64_answer(client: ImagesClient, emu: OpenAIEmulator) -> None:
     assert image.output_format == "png"
     assert image.source_url is None
     assert (result.size, result.quality, result.background) == ("1536x864", "high", "opaque")
-    assert result.usage is not None and result.usage["total_tokens"] == 4210
+    # Realistic usage: 4 text tokens, 4160 output tokens per 1024x1024 high scaled to 1536x864.
+    assert result.usage is not None and result.usage["total_tokens"] == 4 + 5265
     assert result.elapsed > 0
     [request] = emu.api_requests
     assert request.json == {

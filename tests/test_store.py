@@ -513,3 +513,161 @@ async def test_settings_cache_follows_writes_and_hands_out_copies(
         assert await reopened.get_settings(scope="user", scope_id=7) == {"quality": "high"}
     finally:
         await reopened.close()
+
+
+# --- money: credits, budget, payments, spend (issue #13) ---------------------------------------
+
+
+async def test_old_database_is_migrated_and_keeps_its_data(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    path = tmp_path / "data" / DB_FILENAME
+    path.parent.mkdir(parents=True)
+    conn = sqlite3.connect(path)
+    for statement in MIGRATIONS[0]:
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute(
+        "INSERT INTO usage (scope, scope_id, day, used) VALUES ('user', 1, ?, 3)",
+        (quota.utc_day(clock()).isoformat(),),
+    )
+    conn.commit()
+    conn.close()
+    store = await SqliteStore.open(tmp_path / "data", clock=clock)
+    try:
+        assert (await store.usage(user_id=1, user_limit=5)).used_today == 3
+        reservation = await reserve(store, user_limit=5, n=2)
+        assert reservation.paid == 0
+        assert await store.credits(user_id=1) == 0
+    finally:
+        await store.close()
+
+
+async def test_credits_pay_beyond_the_free_allowance(store: SqliteStore) -> None:
+    assert await store.add_payment(charge_id="c1", user_id=1, pictures=3, stars=15, payload="p")
+    first = await store.reserve(
+        user_id=1, chat_id=None, n=2, user_limit=1, chat_limit=0, exempt=False, credits=True
+    )
+    assert first.paid == 1  # one free, one paid
+    assert await store.credits(user_id=1) == 2  # one held
+    await store.settle(first, delivered=2)
+    assert await store.credits(user_id=1) == 2
+    assert (await store.usage(user_id=1, user_limit=1)).remaining == 0
+    with pytest.raises(quota.CreditsNeeded) as info:
+        await store.reserve(
+            user_id=1, chat_id=None, n=3, user_limit=1, chat_limit=0, exempt=False, credits=True
+        )
+    assert (info.value.credits, info.value.needed, info.value.remaining) == (2, 3, 0)
+
+
+async def test_failed_paid_pictures_are_given_back(store: SqliteStore) -> None:
+    await store.add_payment(charge_id="c1", user_id=1, pictures=2, stars=10, payload="p")
+    held = await store.reserve(
+        user_id=1, chat_id=None, n=2, user_limit=0, chat_limit=0, exempt=False, credits=True
+    )
+    assert held.paid == 2 and await store.credits(user_id=1) == 0
+    await store.settle(held, delivered=1)
+    assert await store.credits(user_id=1) == 1
+    await store.settle(held, delivered=0)  # idempotent
+    assert await store.credits(user_id=1) == 1
+
+
+async def test_concurrent_paid_reservations_never_overdraw(store: SqliteStore) -> None:
+    await store.add_payment(charge_id="c1", user_id=1, pictures=5, stars=25, payload="p")
+
+    async def attempt() -> int:
+        try:
+            held = await store.reserve(
+                user_id=1, chat_id=None, n=1, user_limit=0, chat_limit=0, exempt=False, credits=True
+            )
+        except quota.CreditsNeeded:
+            return 0
+        await store.settle(held, delivered=1)
+        return 1
+
+    results = await asyncio.gather(*(attempt() for _ in range(20)))
+    assert sum(results) == 5
+    assert await store.credits(user_id=1) == 0
+
+
+async def test_payment_is_credited_once_even_after_reopen(tmp_path: Path, clock: FakeClock) -> None:
+    store = await SqliteStore.open(tmp_path / "data", clock=clock)
+    try:
+        assert await store.add_payment(charge_id="c", user_id=7, pictures=10, stars=50, payload="p")
+        assert not await store.add_payment(
+            charge_id="c", user_id=7, pictures=10, stars=50, payload="p"
+        )
+    finally:
+        await store.close()
+    store = await SqliteStore.open(tmp_path / "data", clock=clock)
+    try:
+        assert not await store.add_payment(
+            charge_id="c", user_id=7, pictures=10, stars=50, payload="p"
+        )
+        assert await store.credits(user_id=7) == 10
+    finally:
+        await store.close()
+
+
+async def test_refund_takes_the_credits_back_once_and_not_when_spent(store: SqliteStore) -> None:
+    from bot.store import PaymentError
+
+    await store.add_payment(charge_id="a", user_id=1, pictures=2, stars=10, payload="p")
+    await store.add_payment(charge_id="b", user_id=1, pictures=2, stars=10, payload="p")
+    payment = await store.refund_payment(charge_id="a")
+    assert (payment.user_id, payment.pictures, payment.stars) == (1, 2, 10)
+    assert await store.credits(user_id=1) == 2
+    with pytest.raises(PaymentError) as info:
+        await store.refund_payment(charge_id="a")
+    assert info.value.reason == "refunded"
+    with pytest.raises(PaymentError) as info:
+        await store.refund_payment(charge_id="nope")
+    assert info.value.reason == "unknown"
+    held = await store.reserve(
+        user_id=1, chat_id=None, n=1, user_limit=0, chat_limit=0, exempt=False, credits=True
+    )
+    await store.settle(held, delivered=1)
+    with pytest.raises(PaymentError) as info:
+        await store.refund_payment(charge_id="b")
+    assert info.value.reason == "spent"
+    await store.undo_refund(charge_id="a")
+    assert await store.credits(user_id=1) == 3
+
+
+async def test_budget_holds_are_exact_under_a_burst(store: SqliteStore) -> None:
+    from bot.pricing import BudgetExhausted
+
+    async def attempt() -> int:
+        try:
+            hold = await store.reserve_budget(amount=30, budget=100)
+        except BudgetExhausted:
+            return 0
+        await asyncio.sleep(0)
+        await store.settle_cost(hold, user_id=1, model="m", images=1, cost=25)
+        return 1
+
+    admitted = sum(await asyncio.gather(*(attempt() for _ in range(30))))
+    spend = await store.spend()
+    assert spend.today.cost == 25 * admitted <= 100
+    assert admitted >= 3
+    assert spend.budget_held == 0
+
+
+async def test_budget_and_spend_follow_the_utc_day(store: SqliteStore, clock: FakeClock) -> None:
+    from bot.pricing import BudgetExhausted
+
+    hold = await store.reserve_budget(amount=100, budget=100)
+    with pytest.raises(BudgetExhausted) as info:
+        await store.reserve_budget(amount=1, budget=100)
+    assert info.value.resets_at == datetime(2025, 3, 2, tzinfo=UTC)
+    assert await store.settle_cost(hold, user_id=1, model="m", images=1, cost=90) == 90
+    assert await store.settle_cost(hold, user_id=1, model="m", images=1, cost=90) == 90  # once
+    clock.advance(timedelta(days=1))
+    await store.reserve_budget(amount=100, budget=100)
+    await store.settle_cost(None, user_id=2, model="n", images=2, cost=10)
+    clock.advance(timedelta(days=10))
+    spend = await store.spend()
+    assert spend.today.cost == 0 and spend.week.cost == 0
+    assert spend.all_time.cost == 100 and spend.all_time.images == 3
+    assert spend.all_time.by_model == [("m", 90, 1), ("n", 10, 2)]
+    assert spend.all_time.top_users == [(1, 90), (2, 10)]

@@ -20,10 +20,11 @@ from telegram.ext import (
     CommandHandler,
     ContextTypes,
     MessageHandler,
+    PreCheckoutQueryHandler,
     filters,
 )
 
-from bot.handlers import account, errors, help, image, results, settings
+from bot.handlers import account, errors, help, image, payments, results, settings
 from bot.handlers.services import Services
 
 logger = logging.getLogger(__name__)
@@ -65,6 +66,11 @@ def register(app: Application[Any, Any, Any, Any, Any, Any], services: Services)
         ("history", results.history_command),
         ("edit", results.edit_command),
         ("variation", results.variation_command),
+        ("buy", payments.buy_command),
+        ("balance", payments.balance_command),
+        ("paysupport", payments.paysupport_command),
+        ("terms", payments.terms_command),
+        ("refund", payments.refund_command),
     ]
     for name, callback in commands:
         app.add_handler(CommandHandler(name, _bind(callback, services), filters=new_messages))
@@ -78,6 +84,13 @@ def register(app: Application[Any, Any, Any, Any, Any, Any], services: Services)
     )
     app.add_handler(
         CallbackQueryHandler(_bind(settings.settings_button, services), pattern=r"^set:")
+    )
+    app.add_handler(
+        CallbackQueryHandler(_bind(payments.buy_button, services), pattern=rf"^{payments.BUY}:")
+    )
+    app.add_handler(PreCheckoutQueryHandler(_bind(payments.pre_checkout, services)))
+    app.add_handler(
+        MessageHandler(filters.SUCCESSFUL_PAYMENT, _bind(payments.successful_payment, services))
     )
     app.add_handler(CallbackQueryHandler(_bind(results.result_button, services)))
     app.add_handler(

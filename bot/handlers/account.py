@@ -5,6 +5,7 @@ from __future__ import annotations
 from telegram import Update
 from telegram.ext import ContextTypes
 
+from bot.handlers import billing
 from bot.handlers.access import admit, is_admin
 from bot.handlers.common import language_of, reply_plain
 from bot.handlers.replies import until
@@ -63,6 +64,7 @@ async def stats_command(
             return "—"
         return ", ".join(f"{user_id} ({images})" for user_id, images in users)
 
+    spend = await billing.spend_report(services, lang)
     await reply_plain(
         message,
         texts.get(
@@ -78,5 +80,6 @@ async def stats_command(
             failures_all=failures(stats.failures_all_time),
             top_all=top(stats.top_users_all_time),
             users=stats.distinct_users,
-        ),
+        )
+        + f"\n\n{spend}",
     )

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable
 
-from telegram import CallbackQuery, Chat, InlineKeyboardMarkup, Message, User
-from telegram.error import TelegramError
+from telegram import Bot, CallbackQuery, Chat, InlineKeyboardMarkup, Message, User
+from telegram.error import Forbidden, TelegramError
 
 from bot.handlers.services import Services
 
@@ -75,3 +76,14 @@ async def refuse_stale(services: Services, message: Message, lang: str) -> bool:
     logger.info("not running a command from %s (bot was offline)", message.date.isoformat())
     await reply_plain(message, services.texts.get(lang, "stale.command"))
     return True
+
+
+async def tell_admins(bot: Bot, admins: Iterable[int], text: str) -> None:
+    """Send `text` to each admin privately; log (and skip) those who cannot be reached."""
+    for admin in sorted(admins):
+        try:
+            await bot.send_message(chat_id=admin, text=text)
+        except Forbidden:
+            logger.warning("admin %s has not started the bot; alert skipped", admin)
+        except TelegramError as err:
+            logger.warning("could not alert admin %s: %s", admin, err)

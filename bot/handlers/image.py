@@ -15,13 +15,14 @@ from datetime import timedelta
 from typing import Any
 
 from telegram import Chat, Message, MessageEntity, Update, User
-from telegram.error import Forbidden, TelegramError
+from telegram.error import TelegramError
 from telegram.ext import ContextTypes
 
 from bot.capabilities import ImageDescription, ModelCaps, caps_for, check_defaults, resolve
 from bot.captions import build_caption
-from bot.handlers.access import admit, is_admin
-from bot.handlers.common import command_args, is_group, refuse_stale, reply_plain
+from bot.handlers import billing
+from bot.handlers.access import admit
+from bot.handlers.common import command_args, is_group, refuse_stale, reply_plain, tell_admins
 from bot.handlers.delivery import (
     ChatUnavailable,
     DeliveryError,
@@ -47,7 +48,6 @@ from bot.prompt import (
     merge_options,
     parse_image_args,
 )
-from bot.quota import QuotaExceeded
 from bot.store import StoreError
 
 logger = logging.getLogger(__name__)
@@ -224,17 +224,17 @@ async def run_generation(
         await reply_plain(reply_to, reply_for(services, lang, exc))
         return []
     async with ticket:
-        try:
-            reservation = await store.reserve(
-                user_id=user.id,
-                chat_id=chat.id if is_group(chat) else None,
-                n=description.n,
-                user_limit=settings.daily_image_limit,
-                chat_limit=settings.daily_chat_image_limit,
-                exempt=is_admin(settings, user.id),
-            )
-        except QuotaExceeded as exc:
-            await reply_plain(reply_to, reply_for(services, lang, exc))
+        # Quota, Stars credits and the daily budget, booked together and settled together.
+        hold = await billing.reserve(
+            services,
+            reply_to=reply_to,
+            user=user,
+            chat=chat,
+            lang=lang,
+            description=description,
+            kind=job.kind,
+        )
+        if hold is None:
             return []
         delivered: list[Message] = []
         images_delivered = 0
@@ -266,7 +266,7 @@ async def run_generation(
                     chat=chat,
                     lang=lang,
                     job=job,
-                    result=await _call_images(services, job, ticket),
+                    result=await _charged_call(services, job, ticket, hold),
                 )
             outcome = "ok"
         except ImagesError as exc:
@@ -279,7 +279,7 @@ async def run_generation(
             outcome = exc.kind
             await report_undelivered(services, exc, reply_to=reply_to, user=user, lang=lang)
         finally:
-            await store.settle(reservation, delivered=images_delivered)
+            await billing.settle(services, hold, reply_to=reply_to, delivered=images_delivered)
             await store.record_request(
                 user_id=user.id,
                 chat_id=chat.id,
@@ -288,6 +288,15 @@ async def run_generation(
                 outcome=outcome,
             )
         return delivered
+
+
+async def _charged_call(
+    services: Services, job: Job, ticket: Ticket, hold: billing.Hold
+) -> ImagesResult:
+    """Make the paid call and note its cost on the hold."""
+    result = await _call_images(services, job, ticket)
+    hold.charge(result)
+    return result
 
 
 async def _with_source(services: Services, job: Job, *, reply_to: Message, lang: str) -> Job:
@@ -475,11 +484,4 @@ async def alert_admins(services: Services, message: Message, exc: ImagesError) -
     if not await services.store.should_alert(kind=exc.kind, every=ADMIN_ALERT_EVERY):
         return
     text = services.texts.get(services.texts.default, f"admin.alert.{exc.kind}")
-    bot = message.get_bot()
-    for admin in admins:
-        try:
-            await bot.send_message(chat_id=admin, text=text)
-        except Forbidden:
-            logger.warning("admin %s has not started the bot; fault alert skipped", admin)
-        except TelegramError as err:
-            logger.warning("could not alert admin %s: %s", admin, err)
+    await tell_admins(message.get_bot(), admins, text)

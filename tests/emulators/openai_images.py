@@ -53,6 +53,7 @@ from PIL import Image
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from tests.emulators import image_usage
 from tests.emulators.server import ServerThread
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "data" / "images-openapi.yaml"
@@ -671,17 +672,20 @@ class OpenAIEmulator:
         payload: dict[str, Any] = {"created": int(time.time()), "data": items}
         if family == "gpt":
             quality = body.get("quality")
+            answered_size = size if size != "auto" else "1024x1024"
+            answered_quality = quality if quality in {"low", "medium", "high"} else "medium"
             payload.update(
-                size=size if size != "auto" else "1024x1024",
-                quality=quality if quality in {"low", "medium", "high"} else "medium",
+                size=answered_size,
+                quality=answered_quality,
                 background="transparent" if transparent else "opaque",
                 output_format=fmt,
-                usage={
-                    "input_tokens": 50,
-                    "output_tokens": 4160 * n,
-                    "total_tokens": 50 + 4160 * n,
-                    "input_tokens_details": {"text_tokens": 50, "image_tokens": 0},
-                },
+                usage=image_usage.usage(
+                    prompt=str(body.get("prompt") or ""),
+                    n=n,
+                    size=answered_size,
+                    quality=answered_quality,
+                    edit=endpoint == "edits",
+                ),
             )
         response = _json(200, payload)
         if self.chunked:

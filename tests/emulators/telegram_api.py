@@ -51,6 +51,7 @@ from aiohttp import ClientSession, ClientTimeout, web
 from PIL import Image
 
 from tests.emulators.server import ServerThread
+from tests.emulators.telegram_payments import TelegramPayments
 
 JSON = dict[str, Any]
 
@@ -594,6 +595,8 @@ class TelegramEmulator:
                 "logOut",
             )
         }
+        self.payments = TelegramPayments(self)
+        self._handlers.update(self.payments.handlers())
 
     def __repr__(self) -> str:
         return f"<TelegramEmulator bot=@{self.bot_username} running={self._server.running}>"
