@@ -31,6 +31,7 @@ from telegram.ext import (
 from bot.config import Settings
 from bot.flood import FloodGate
 from bot.handlers import register
+from bot.handlers.delivery import clear_spool
 from bot.handlers.services import Services
 from bot.i18n import Texts
 from bot.images import ImagesClient
@@ -121,6 +122,12 @@ def _is_group(chat: int | str | None) -> bool:
 async def open_services(settings: Settings, *, clock: Clock = utc_now) -> Services:
     """Open the store and create the images client (raises `StoreError`)."""
     store = await SqliteStore.open(settings.data_dir, clock=clock)
+    await asyncio.to_thread(clear_spool, settings.data_dir)
+    # The images client tells the limiter of 429s and successes: the limit adapts (AIMD).
+    limiter = GenerationLimiter(
+        max_concurrent=settings.max_concurrent_generations,
+        max_per_user=settings.max_inflight_per_user,
+    )
     images = ImagesClient(
         base_url=settings.openai_base_url,
         api_key=settings.openai_api_key.get(),
@@ -129,16 +136,14 @@ async def open_services(settings: Settings, *, clock: Clock = utc_now) -> Servic
         max_attempts=settings.image_max_attempts,
         max_response_bytes=settings.image_max_response_bytes,
         max_connections=max(settings.max_concurrent_generations * 2, 8),
+        pacer=limiter,
     )
     return Services(
         settings=settings,
         images=images,
         store=store,
         texts=Texts.load(),
-        limiter=GenerationLimiter(
-            max_concurrent=settings.max_concurrent_generations,
-            max_per_user=settings.max_inflight_per_user,
-        ),
+        limiter=limiter,
         clock=clock,
         originals=Originals(
             settings.data_dir / "originals", max_bytes=settings.originals_max_bytes
@@ -174,15 +179,24 @@ def build_application(services: Services) -> Application[Any, Any, Any, Any, Any
 async def set_commands(
     app: Application[Any, Any, Any, Any, Any, Any], texts: Texts, *, paid: bool = False
 ) -> None:
-    """Register the command menu in every language (with /buy and /balance when `paid`)."""
+    """Register the command menu in every language (with /buy and /balance when `paid`), side by
+    side: each is a round trip before the first getUpdates, and there is one per catalogue."""
     menu = (*MENU, *PAID_MENU) if paid else MENU
-    for lang in texts.languages:
+
+    async def one(lang: str) -> None:
         commands = [BotCommand(name, texts.get(lang, f"menu.{name}")) for name in menu]
         await app.bot.set_my_commands(
             commands,
             scope=BotCommandScopeDefault(),
             language_code=None if lang == texts.default else lang,
         )
+
+    outcomes = await asyncio.gather(
+        *(one(lang) for lang in texts.languages), return_exceptions=True
+    )
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 @contextlib.asynccontextmanager

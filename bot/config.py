@@ -149,7 +149,7 @@ class Settings:
     default_image_quality: str | None = None
     image_timeout_seconds: float = 180.0
     image_max_response_mb: int = 64
-    max_concurrent_generations: int = 16
+    max_concurrent_generations: int = 64
     max_inflight_per_user: int = 2
     status_message_delay_seconds: float = 8.0
     allowed_user_ids: frozenset[int] = frozenset()
@@ -647,7 +647,7 @@ def load_settings(env: Mapping[str, str], *, require_telegram: bool = True) -> S
         _parse_int(1, 4096),
         "a whole number of megabytes from 1 to 4096",
     )
-    max_concurrent = r.parsed("MAX_CONCURRENT_GENERATIONS", 16, _parse_int(1), "a whole number ≥ 1")
+    max_concurrent = r.parsed("MAX_CONCURRENT_GENERATIONS", 64, _parse_int(1), "a whole number ≥ 1")
     max_inflight = r.parsed("MAX_INFLIGHT_PER_USER", 2, _parse_int(1), "a whole number ≥ 1")
     status_delay = r.parsed(
         "STATUS_MESSAGE_DELAY_SECONDS",

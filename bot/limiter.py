@@ -6,12 +6,20 @@ waits, `Ticket.position` says how many requests are ahead of it plus one, so the
 "queued, position N". `Ticket.release_slot()` gives the slot back as soon as the images call is
 over (the upload and its flood-control waits need no slot), while the user's claim lasts until the
 ticket is released (it is an async context manager), which frees both and wakes the next waiter.
+
+The number of slots adapts to the images service (see DEVELOPERS.md, "Concurrency"):
+`max_concurrent` is the ceiling and the starting point; every 429 the service answers
+(`throttled`) halves the current `limit`, at most once per Retry-After window, and every
+successful call (`succeeded`) gives one slot back, up to the ceiling. Generations already running
+keep their slot when the limit drops; only new ones wait.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
+from collections.abc import Callable
 from types import TracebackType
 
 
@@ -23,14 +31,26 @@ class UserBusy(Exception):
         self.limit = limit
 
 
+DEFAULT_HOLD_SECONDS = 1.0  # how long one halving stands when a 429 names no Retry-After
+
+
 class GenerationLimiter:
     """Cap generations per user and for the whole bot, queueing the excess in order."""
 
-    def __init__(self, *, max_concurrent: int, max_per_user: int) -> None:
+    def __init__(
+        self,
+        *,
+        max_concurrent: int,
+        max_per_user: int,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         if max_concurrent < 1 or max_per_user < 1:
             raise ValueError("limits must be at least 1")
         self.max_concurrent = max_concurrent
         self.max_per_user = max_per_user
+        self._limit = max_concurrent
+        self._monotonic = monotonic
+        self._hold_until = float("-inf")
         self._running = 0
         self._waiters: deque[Ticket] = deque()
         self._per_user: dict[int, int] = {}
@@ -44,6 +64,26 @@ class GenerationLimiter:
     def queued(self) -> int:
         """Return how many admitted requests wait for a slot."""
         return len(self._waiters)
+
+    @property
+    def limit(self) -> int:
+        """Return how many generations may run at once now (1 to `max_concurrent`)."""
+        return self._limit
+
+    def throttled(self, retry_after: float | None) -> None:
+        """The images service answered 429: halve the limit, once per Retry-After window."""
+        now = self._monotonic()
+        if now < self._hold_until:
+            return
+        hold = retry_after if retry_after is not None and retry_after > 0 else DEFAULT_HOLD_SECONDS
+        self._hold_until = now + hold
+        self._limit = max(1, self._limit // 2)
+
+    def succeeded(self) -> None:
+        """An images call succeeded: give one slot back (up to the ceiling)."""
+        if self._limit < self.max_concurrent:
+            self._limit += 1
+            self._grant()
 
     def in_flight(self, user_id: int) -> int:
         """Return how many requests of this user are running or queued."""
@@ -65,7 +105,7 @@ class GenerationLimiter:
 
     def _enqueue(self, ticket: Ticket) -> bool:
         """Take a slot at once if one is free and nobody waits; else join the queue."""
-        if self._running < self.max_concurrent and not self._waiters:
+        if self._running < self._limit and not self._waiters:
             self._running += 1
             return True
         self._waiters.append(ticket)
@@ -73,7 +113,10 @@ class GenerationLimiter:
 
     def _release_slot(self) -> None:
         self._running -= 1
-        while self._waiters and self._running < self.max_concurrent:
+        self._grant()
+
+    def _grant(self) -> None:
+        while self._waiters and self._running < self._limit:
             nxt = self._waiters.popleft()
             self._running += 1
             nxt._granted.set_result(None)

@@ -42,8 +42,11 @@ class Originals:
         self._total = 0
         self._lock = threading.Lock()
 
-    async def save(self, result_id: str, files: Sequence[tuple[str, bytes]]) -> None:
-        """Keep `(filename, bytes)` pairs for a result; failures are logged, never raised."""
+    async def save(self, result_id: str, files: Sequence[tuple[str, bytes | Path]]) -> None:
+        """Keep `(filename, bytes)` pairs for a result; failures are logged, never raised.
+
+        A `Path` instead of bytes is a spooled file on the same disk: it is moved, not copied.
+        """
         try:
             await asyncio.to_thread(self._save, result_id, list(files))
         except OSError as exc:
@@ -62,21 +65,28 @@ class Originals:
             raise OSError(f"unexpected result id {result_id!r}")
         return self._root / result_id
 
-    def _save(self, result_id: str, files: list[tuple[str, bytes]]) -> None:
+    def _save(self, result_id: str, files: list[tuple[str, bytes | Path]]) -> None:
         folder = self._dir(result_id)
         self._root.mkdir(parents=True, exist_ok=True)
         staging = self._root / f"{_TMP_PREFIX}{result_id}-{secrets.token_hex(4)}"
         try:
             staging.mkdir()
+            size = 0
             for i, (name, data) in enumerate(files):
-                (staging / f"{i:02d}-{Path(name).name}").write_bytes(data)
+                target = staging / f"{i:02d}-{Path(name).name}"
+                if isinstance(data, Path):
+                    data.replace(target)
+                    size += target.stat().st_size
+                else:
+                    target.write_bytes(data)
+                    size += len(data)
             if folder.exists():  # saved again (the same id): the new files replace the old
                 shutil.rmtree(folder)
             staging.replace(folder)
         except OSError:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        self._prune(keep_id=result_id, size=sum(len(data) for _, data in files))
+        self._prune(keep_id=result_id, size=size)
 
     def _load(self, result_id: str) -> list[tuple[str, bytes]]:
         folder = self._dir(result_id)

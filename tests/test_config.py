@@ -57,7 +57,7 @@ def test_defaults() -> None:
     assert s.image_timeout_seconds == 180.0
     assert s.image_max_response_mb == 64
     assert s.image_max_response_bytes == 64 * 1024 * 1024
-    assert s.max_concurrent_generations == 16
+    assert s.max_concurrent_generations == 64
     assert s.max_inflight_per_user == 2
     assert s.status_message_delay_seconds == 8.0
     assert s.allowed_user_ids == frozenset()

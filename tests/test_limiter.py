@@ -186,6 +186,53 @@ async def test_many_waiters_bounded_concurrency() -> None:
     assert limiter.queued == 0
 
 
+# -- the adaptive limit (AIMD on the images service's 429s) ----------------------------------------
+
+
+async def test_a_429_halves_the_limit_once_per_retry_after_window() -> None:
+    now = [100.0]
+    limiter = GenerationLimiter(max_concurrent=16, max_per_user=1, monotonic=lambda: now[0])
+    assert limiter.limit == 16
+    limiter.throttled(2.0)
+    assert limiter.limit == 8
+    limiter.throttled(2.0)  # the same storm, within its Retry-After: counted once
+    now[0] += 1.9
+    limiter.throttled(None)
+    assert limiter.limit == 8
+    now[0] += 0.2
+    limiter.throttled(None)  # a new window; without Retry-After it lasts 1 s
+    assert limiter.limit == 4
+    now[0] += 0.9
+    limiter.throttled(0.0)
+    assert limiter.limit == 4
+    for _ in range(5):
+        now[0] += 1.1
+        limiter.throttled(None)
+    assert limiter.limit == 1  # never below one
+
+
+async def test_successes_give_slots_back_up_to_the_ceiling_and_wake_waiters() -> None:
+    now = [0.0]
+    limiter = GenerationLimiter(max_concurrent=3, max_per_user=1, monotonic=lambda: now[0])
+    limiter.throttled(None)
+    assert limiter.limit == 1
+    first, second, third = (limiter.claim(user) for user in (1, 2, 3))
+    assert first.try_acquire() is True
+    assert second.try_acquire() is False  # the limit, not the ceiling, decides
+    assert third.try_acquire() is False
+    limiter.succeeded()  # limit 2: the next in line runs now, the third still waits
+    await asyncio.wait_for(second.wait(), 1)
+    assert limiter.running == 2
+    assert third.position == 1
+    limiter.succeeded()
+    await asyncio.wait_for(third.wait(), 1)
+    limiter.succeeded()
+    assert limiter.limit == 3
+    for ticket in (first, second, third):
+        ticket.release()
+    assert limiter.running == 0
+
+
 async def test_release_slot_wakes_the_next_and_keeps_the_users_claim() -> None:
     limiter = GenerationLimiter(max_concurrent=1, max_per_user=1)
     first = limiter.claim(1)

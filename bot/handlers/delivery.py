@@ -6,6 +6,11 @@ up to more than 10,000, aspect ratio over 20, transparency). That is decided bef
 Telegram still refuses a photo, the same pictures are sent again as documents. A document over the
 Bot API server's upload limit (`TELEGRAM_UPLOAD_LIMIT_MB`) is not tried at all.
 
+Pictures are spooled: once inspected, their bytes go to a file under `DATA_DIR/spool/` and the
+upload streams from that file (python-telegram-bot's `read_file_handle=False`), so pictures that
+wait for flood control or a slow uplink sit on disk, not in memory; after the upload the file is
+moved into the originals (`bot.originals`), which would have written the same bytes anyway.
+
 Uploads get a read timeout that fits their size (`upload_timeout`): Telegram answers a media call
 only once it has stored the file, which takes far longer than python-telegram-bot's 5 s default.
 
@@ -26,8 +31,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
+import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
 
 from telegram import (
     InlineKeyboardMarkup,
@@ -85,9 +94,21 @@ class MaybeDelivered(DeliveryError):
 class Picture:
     """One picture to send, with what we know of it."""
 
-    data: bytes
+    data: bytes | Path  # the bytes, or the spool file holding them
     info: ImageInfo
     filename: str
+
+    def content(self, files: contextlib.ExitStack) -> bytes | IO[bytes]:
+        """Return what to upload: the bytes, or the spool file opened for this one send."""
+        if isinstance(self.data, bytes):
+            return self.data
+        return files.enter_context(self.data.open("rb"))
+
+    def input_file(self, files: contextlib.ExitStack, *, attach: bool = False) -> InputFile:
+        """Return the InputFile of one send (a spool file is streamed, not read into memory)."""
+        return InputFile(
+            self.content(files), filename=self.filename, attach=attach, read_file_handle=False
+        )
 
 
 def upload_timeout(size: int) -> float:
@@ -117,13 +138,54 @@ def delivery_errors() -> Iterator[None]:
         raise DeliveryError(exc.message) from exc
 
 
-async def prepare(images: Sequence[bytes]) -> list[Picture]:
-    """Inspect the pictures off the event loop and name them."""
-    infos = await asyncio.to_thread(lambda: [inspect_image(data) for data in images])
-    return [
-        Picture(data=data, info=info, filename=f"image-{i}.{file_extension(info)}")
-        for i, (data, info) in enumerate(zip(images, infos, strict=True), start=1)
-    ]
+async def prepare(images: list[bytes], *, spool: Path | None = None) -> list[Picture]:
+    """Inspect the pictures off the event loop and name them; with `spool`, move them to disk.
+
+    The list is emptied as the pictures are spooled, so each one's bytes are freed once written
+    (when the caller holds no other reference). A picture that cannot be written stays in memory.
+    """
+    return await asyncio.to_thread(_prepare, images, spool)
+
+
+def _prepare(images: list[bytes], spool: Path | None) -> list[Picture]:
+    pictures: list[Picture] = []
+    for i in range(1, len(images) + 1):
+        data = images.pop(0)
+        info = inspect_image(data)
+        filename = f"image-{i}.{file_extension(info)}"
+        pictures.append(Picture(data=_spooled(data, spool), info=info, filename=filename))
+    return pictures
+
+
+def _spooled(data: bytes, spool: Path | None) -> bytes | Path:
+    if spool is None:
+        return data
+    path = spool / f"{secrets.token_hex(8)}.part"
+    try:
+        spool.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    except OSError as exc:
+        logger.warning("could not spool a picture to %s (%s); keeping it in memory", spool, exc)
+        path.unlink(missing_ok=True)
+        return data
+    return path
+
+
+def spool_dir(data_dir: Path) -> Path:
+    """Return where pictures wait for their upload."""
+    return data_dir / "spool"
+
+
+def clear_spool(data_dir: Path) -> None:
+    """Remove spool files a previous run left behind (a crash mid-upload)."""
+    shutil.rmtree(spool_dir(data_dir), ignore_errors=True)
+
+
+def discard(pictures: Sequence[Picture]) -> None:
+    """Remove the spool files of pictures that were not kept (missing ones are fine)."""
+    for picture in pictures:
+        if isinstance(picture.data, Path):
+            picture.data.unlink(missing_ok=True)
 
 
 def needs_document(pictures: Sequence[Picture], *, as_file: bool) -> bool:
@@ -183,7 +245,7 @@ def _as_stored(data: bytes) -> ImageInfo:
 
 
 def _check_size(pictures: Sequence[Picture], upload_limit: int) -> None:
-    largest = max(len(p.data) for p in pictures)
+    largest = max(p.info.size_bytes for p in pictures)
     if largest > upload_limit:
         raise TooLargeToUpload(size=largest, limit=upload_limit)
 
@@ -196,10 +258,25 @@ async def _send(
     *,
     as_documents: bool,
 ) -> list[Message]:
-    timeout = upload_timeout(sum(len(p.data) for p in pictures))
+    with contextlib.ExitStack() as files:
+        return await _send_open(
+            message, pictures, caption, reply_markup, as_documents=as_documents, files=files
+        )
+
+
+async def _send_open(
+    message: Message,
+    pictures: Sequence[Picture],
+    caption: str,
+    reply_markup: InlineKeyboardMarkup | None,
+    *,
+    as_documents: bool,
+    files: contextlib.ExitStack,
+) -> list[Message]:
+    timeout = upload_timeout(sum(p.info.size_bytes for p in pictures))
     if len(pictures) == 1:
         picture = pictures[0]
-        file = InputFile(picture.data, filename=picture.filename)
+        file = picture.input_file(files)
         if as_documents:
             sent = await message.reply_document(
                 file,
@@ -226,7 +303,7 @@ async def _send(
     if as_documents:
         media = [
             InputMediaDocument(
-                InputFile(p.data, filename=p.filename, attach=True),
+                p.input_file(files, attach=True),
                 caption=caption if i == 0 and caption else None,
                 parse_mode=ParseMode.HTML if i == 0 and caption else None,
             )
@@ -235,7 +312,7 @@ async def _send(
     else:
         media = [
             InputMediaPhoto(
-                InputFile(p.data, filename=p.filename, attach=True),
+                p.input_file(files, attach=True),
                 caption=caption if i == 0 else None,
                 parse_mode=ParseMode.HTML if i == 0 else None,
             )

@@ -27,9 +27,12 @@ from bot.handlers.delivery import (
     ChatUnavailable,
     DeliveryError,
     MaybeDelivered,
+    Picture,
     TooLargeToUpload,
+    discard,
     prepare,
     send_pictures,
+    spool_dir,
 )
 from bot.handlers.keyboards import result_keyboard
 from bot.handlers.progress import Progress
@@ -255,8 +258,7 @@ async def run_generation(
                 if not ticket.try_acquire():
                     await ticket.wait()
                 # The images client holds the one deadline (IMAGE_TIMEOUT_SECONDS) of the call.
-                result = await _call_images(services, job, ticket)
-                hold.charge(result)
+                # No name here keeps the result: `_deliver` frees the pictures once spooled.
                 delivered, images_delivered = await _deliver(
                     services,
                     reply_to=reply_to,
@@ -264,7 +266,7 @@ async def run_generation(
                     chat=chat,
                     lang=lang,
                     job=job,
-                    result=result,
+                    result=await _charged_call(services, job, ticket, hold),
                 )
             outcome = "ok"
         except ImagesError as exc:
@@ -286,6 +288,15 @@ async def run_generation(
                 outcome=outcome,
             )
         return delivered
+
+
+async def _charged_call(
+    services: Services, job: Job, ticket: Ticket, hold: billing.Hold
+) -> ImagesResult:
+    """Make the paid call and note its cost on the hold."""
+    result = await _call_images(services, job, ticket)
+    hold.charge(result)
+    return result
 
 
 async def _with_source(services: Services, job: Job, *, reply_to: Message, lang: str) -> Job:
@@ -336,11 +347,13 @@ async def _deliver(
     job: Job,
     result: ImagesResult,
 ) -> tuple[list[Message], int]:
-    texts = services.texts
-    # Inspecting the pictures (a worker thread) and recording the result (the store's thread)
-    # are independent: run them side by side.
+    revised = next((i.revised_prompt for i in result.images if i.revised_prompt), None)
+    images = [image.data for image in result.images]
+    del result  # from here on `images` holds the only reference to the bytes until spooled
+    # Inspecting and spooling the pictures (a worker thread) and recording the result (the
+    # store's thread) are independent: run them side by side.
     pictures, result_id = await asyncio.gather(
-        prepare([image.data for image in result.images]),
+        prepare(images, spool=spool_dir(services.settings.data_dir)),
         services.store.save_result(
             user_id=user.id,
             chat_id=chat.id,
@@ -356,7 +369,35 @@ async def _deliver(
             model=job.description.model,
         ),
     )
-    revised = next((i.revised_prompt for i in result.images if i.revised_prompt), None)
+    try:
+        return await _send_and_keep(
+            services,
+            reply_to=reply_to,
+            user=user,
+            chat=chat,
+            lang=lang,
+            job=job,
+            pictures=pictures,
+            result_id=result_id,
+            revised=revised,
+        )
+    finally:
+        discard(pictures)  # whatever was not moved into the originals
+
+
+async def _send_and_keep(
+    services: Services,
+    *,
+    reply_to: Message,
+    user: User,
+    chat: Chat,
+    lang: str,
+    job: Job,
+    pictures: list[Picture],
+    result_id: str,
+    revised: str | None,
+) -> tuple[list[Message], int]:
+    texts = services.texts
     caption = build_caption(
         prompt=job.description.prompt,
         revised_prompt=revised,

@@ -4,8 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
-__all__ = ["GeneratedImage", "ImagesResult", "sniff_format"]
+__all__ = ["GeneratedImage", "ImagesResult", "Pacer", "sniff_format"]
+
+
+class Pacer(Protocol):
+    """Told how the service copes, so callers can pace themselves (the generation limiter)."""
+
+    def throttled(self, retry_after: float | None) -> None:
+        """The service answered 429 (with its Retry-After in seconds, if any)."""
+
+    def succeeded(self) -> None:
+        """A call succeeded."""
 
 
 @dataclass(frozen=True)
