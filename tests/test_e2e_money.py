@@ -8,6 +8,7 @@ module plays the buyer) and asserts on what the emulators and the store saw.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from typing import Any
 
@@ -102,7 +103,7 @@ async def test_cost_from_usage_for_each_gpt_image_model(
         assert spend.all_time.top_users == [(USER, expected)]
         stats = await answer(bot, bot.send("/stats", user_id=ADMIN))
         shown = f"${expected / 1e9:.9f}".rstrip("0")
-        assert f"Spent today: {shown} for 1 pictures" in (stats.text or ""), stats.text
+        assert f"Spent today: {shown} for 1 picture." in (stats.text or ""), stats.text
         assert f"{model} {shown} (1)" in (stats.text or "")
         assert "Last 7 days" in (stats.text or "") and "All time" in (stats.text or "")
 
@@ -245,7 +246,52 @@ async def test_pictures_beyond_the_free_allowance_are_paid_from_credits(make_bot
         assert "needs 2 credits and you have 1" in text and "/buy" in text, text
         assert len(bot.oai.api_requests) == 2
         balance = await answer(bot, bot.send("/balance"))
-        assert "0 of 1" in (balance.text or "") and "Credits: 1" in (balance.text or "")
+        assert "0 free pictures left today out of 1" in (balance.text or ""), balance.text
+        assert "Credits: 1 picture." in (balance.text or ""), balance.text
+
+
+async def test_money_texts_agree_with_their_numbers_in_english_and_russian(make_bot) -> None:
+    """One picture, one credit: no "1 pictures" or "1 credits", and the Russian forms by number."""
+    packs = {"STARS_PER_IMAGE": "5", "STAR_PACKS": "1,2,5", "ADMIN_USER_IDS": str(ADMIN)}
+    async with make_bot(DAILY_IMAGE_LIMIT="1", **packs) as bot:
+
+        async def labels(language_code: str) -> tuple[str, list[str]]:
+            menu = await answer(bot, bot.send("/buy", language_code=language_code))
+            rows = menu["reply_markup"]["inline_keyboard"]
+            return menu.text or "", [b["text"] for row in rows for b in row]
+
+        intro, buttons = await labels("en")
+        assert "You have 0 credits." in intro, intro
+        assert buttons == ["1 picture for 5 ⭐", "2 pictures for 10 ⭐", "5 pictures for 25 ⭐"]
+        intro, buttons = await labels("ru")
+        assert "У вас 0 кредитов." in intro, intro
+        assert buttons == ["1 картинка за 5 ⭐", "2 картинки за 10 ⭐", "5 картинок за 25 ⭐"]
+
+        charge = await buy(bot, 1)
+        [invoice] = bot.tg.calls_of("sendInvoice")
+        assert invoice.params["title"] == "1 picture"
+        assert invoice.params["description"].startswith("1 picture from this bot"), invoice.params
+        [thanks] = await texts_with(bot, USER, "Thank you")
+        assert thanks == "Thank you! 1 picture was added. You now have 1 credit.", thanks
+        balance = (await answer(bot, bot.send("/balance"))).text or ""
+        assert "1 free picture left today out of 1" in balance and "Credits: 1 picture." in balance
+        balance = (await answer(bot, bot.send("/balance", language_code="ru"))).text or ""
+        assert "Сегодня осталась 1 бесплатная картинка из 1" in balance, balance
+        assert "В запасе 1 оплаченная картинка." in balance, balance
+
+        assert (await answer(bot, bot.send("/image free cat"))).kind == "photo"
+        refused = (await answer(bot, bot.send("/image two cats x2"))).text or ""
+        assert "You have used your 1 free picture for today" in refused, refused
+        assert "this needs 2 credits and you have 1" in refused, refused
+        refused = (await answer(bot, bot.send("/image two cats x2", language_code="ru"))).text
+        assert "Вы уже использовали 1 бесплатную картинку" in (refused or ""), refused
+        assert "нужно 2 кредита, а у вас 1" in (refused or ""), refused
+        done = (await answer(bot, bot.send(f"/refund {charge}", user_id=ADMIN))).text or ""
+        assert done == f"Refunded 5 ⭐ to user {USER}; 1 credit was removed.", done
+
+        english = [m.text or "" for m in bot.tg.sent_messages(USER)]
+        wrong = [t for t in english if re.search(r"(?<![\d.])1 (pictures|credits)\b", t)]
+        assert wrong == [], wrong
 
 
 async def test_with_stars_and_no_free_allowance_every_picture_is_paid(make_bot) -> None:

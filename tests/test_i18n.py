@@ -414,3 +414,77 @@ def test_every_key_used_in_code_exists_in_english(en: dict[str, Text]) -> None:
     for prefix in prefixes:
         absent = sorted(expansions[prefix] - set(en))
         assert absent == [], f"{prefix}* keys absent from en.json"
+
+
+# --- money texts count their nouns ------------------------------------------------------------
+
+PLURAL_NOUNS = r"(?:free )?(?:pictures|credits|requests|users|hours|minutes|seconds|characters)"
+
+
+def test_no_plain_english_text_puts_a_number_before_a_plural_noun(en: dict[str, Text]) -> None:
+    """A number that governs a noun makes the text counted: "{n} pictures" reads "1 pictures"."""
+    wrong = {
+        k: v for k, v in en.items() if isinstance(v, str) and re.search(rf"}} {PLURAL_NOUNS}\b", v)
+    }
+    assert wrong == {}
+
+
+def test_no_english_text_says_1_pictures(texts: Texts) -> None:
+    for key, template in texts.catalog("en").items():
+        params: dict[str, object] = dict.fromkeys(placeholders(template), 1)
+        text = texts.get("en", key, **params)
+        assert not re.search(rf"(?<![\d.])1 {PLURAL_NOUNS}\b", text), (key, text)
+
+
+@pytest.mark.parametrize(
+    ("key", "params", "expected"),
+    [
+        (
+            "buy.pack",
+            {"stars": 5},
+            {
+                1: "1 картинка за 5 ⭐",
+                2: "2 картинки за 5 ⭐",
+                5: "5 картинок за 5 ⭐",
+                21: "21 картинка за 5 ⭐",
+            },
+        ),
+        (
+            "invoice.title",
+            {},
+            {1: "1 картинка", 3: "3 картинки", 11: "11 картинок", 22: "22 картинки"},
+        ),
+        (
+            "credits.shortfall",
+            {"credits": 0},
+            {
+                1: "нужен 1 кредит, а у вас 0",
+                2: "нужно 2 кредита, а у вас 0",
+                5: "нужно 5 кредитов, а у вас 0",
+            },
+        ),
+        (
+            "payment.balance",
+            {},
+            {
+                1: "Теперь у вас 1 кредит.",
+                4: "Теперь у вас 4 кредита.",
+                12: "Теперь у вас 12 кредитов.",
+            },
+        ),
+        (
+            "payment.thanks",
+            {},
+            {
+                1: "Спасибо! Добавлена 1 картинка.",
+                2: "Спасибо! Добавлены 2 картинки.",
+                5: "Спасибо! Добавлено 5 картинок.",
+            },
+        ),
+    ],
+)
+def test_russian_money_texts_take_the_form_of_their_number(
+    texts: Texts, key: str, params: dict[str, object], expected: dict[int, str]
+) -> None:
+    for count, text in expected.items():
+        assert texts.get("ru", key, count=count, **params) == text

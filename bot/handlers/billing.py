@@ -132,20 +132,19 @@ def refusal_text(services: Services, lang: str, exc: Exception) -> str:
     if isinstance(exc, CreditsNeeded):
         stars = services.settings.stars_per_image
         resets_in = until(texts, lang, resets_at=exc.resets_at, now=now)
+        # Each counted part governs its own noun: the free pictures, then the credits needed.
+        shortfall = texts.get(lang, "credits.shortfall", count=exc.needed, credits=exc.credits)
         if exc.limit > 0:
             return texts.get(
                 lang,
                 "credits.needed_free_used",
-                limit=exc.limit,
+                count=exc.limit,
                 remaining=exc.remaining,
-                credits=exc.credits,
-                needed=exc.needed,
                 stars=stars,
+                shortfall=shortfall,
                 resets_in=resets_in,
             )
-        return texts.get(
-            lang, "credits.needed", credits=exc.credits, needed=exc.needed, stars=stars
-        )
+        return texts.get(lang, "credits.needed", stars=stars, shortfall=shortfall)
     if isinstance(exc, pricing.BudgetExhausted) and exc.needed > exc.budget:
         return texts.get(
             lang,
@@ -193,7 +192,7 @@ async def spend_report(services: Services, lang: str) -> str:
     def fields(totals: SpendTotals) -> dict[str, object]:
         return {
             "cost": usd(totals.cost),
-            "images": totals.images,
+            "images": texts.get(lang, "stats.pictures", count=totals.images),
             "models": ", ".join(f"{m} {usd(c)} ({i})" for m, c, i in totals.by_model) or "—",
             "users": ", ".join(f"{u} {usd(c)}" for u, c in totals.top_users) or "—",
         }

@@ -80,13 +80,13 @@ async def buy_command(
     buttons = [
         [
             InlineKeyboardButton(
-                texts.get(lang, "buy.pack", pictures=pack.pictures, stars=pack.stars),
+                texts.get(lang, "buy.pack", count=pack.pictures, stars=pack.stars),
                 callback_data=f"{BUY}:{pack.pictures}",
             )
         ]
         for pack in packs
     ]
-    text = texts.get(lang, "buy.intro", stars=settings.stars_per_image, credits=credits)
+    text = texts.get(lang, "buy.intro", stars=settings.stars_per_image, count=credits)
     try:
         await message.reply_text(
             text, reply_markup=InlineKeyboardMarkup(buttons), do_quote=True, parse_mode=None
@@ -113,8 +113,8 @@ async def buy_button(
     try:
         await query.get_bot().send_invoice(
             chat_id=query.message.chat_id,
-            title=texts.get(lang, "invoice.title", pictures=pack.pictures),
-            description=texts.get(lang, "invoice.description", pictures=pack.pictures),
+            title=texts.get(lang, "invoice.title", count=pack.pictures),
+            description=texts.get(lang, "invoice.description", count=pack.pictures),
             payload=pack.payload,
             # Telegram Stars take no payment provider: the token is left out (the Bot API's "empty
             # token"). Not "": with Defaults, python-telegram-bot 22 turns an empty string
@@ -180,10 +180,9 @@ async def successful_payment(
         return
     lang = await language_of(services, user)
     credits = await services.store.credits(user_id=user.id)
-    await reply_plain(
-        message,
-        services.texts.get(lang, "payment.thanks", pictures=pack.pictures, credits=credits),
-    )
+    texts = services.texts
+    thanks = texts.get(lang, "payment.thanks", count=pack.pictures)
+    await reply_plain(message, f"{thanks} {texts.get(lang, 'payment.balance', count=credits)}")
 
 
 async def balance_command(
@@ -205,7 +204,7 @@ async def balance_command(
         free = texts.get(
             lang,
             "balance.free",
-            remaining=usage.remaining,
+            count=usage.remaining,
             limit=usage.limit,
             resets_in=resets_in,
         )
@@ -215,7 +214,7 @@ async def balance_command(
         free = texts.get(lang, "balance.unlimited")
     lines = [free]
     if settings.stars_enabled or credits:
-        lines.append(texts.get(lang, "balance.credits", credits=credits))
+        lines.append(texts.get(lang, "balance.credits", count=credits))
     if settings.stars_enabled:
         lines.append(texts.get(lang, "balance.buy_hint", stars=settings.stars_per_image))
     await reply_plain(message, "\n".join(lines))
@@ -290,6 +289,6 @@ async def refund_command(
             "refund.done",
             stars=payment.stars,
             user_id=payment.user_id,
-            pictures=payment.pictures,
+            count=payment.pictures,
         ),
     )
