@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import queue
 import signal
 import statistics
 import subprocess
@@ -45,9 +44,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.run import QueuedTelegram, TimedOpenAI, photo_png  # noqa: E402
+from bench.run import QueuedTelegram, TimedOpenAI, photo_png, send_burst  # noqa: E402
 from tests.conftest import API_KEY, TOKEN, base_env  # noqa: E402
 from tests.emulators.openai_images import OpenAIEmulator, render_picture  # noqa: E402
+from tests.emulators.telegram_api import SentMessage  # noqa: E402
 
 PROMPT = "/image yellow alpaca 1024x1024"
 BACKEND_DELAY = 2.0
@@ -175,28 +175,23 @@ def burst(tg: QueuedTelegram, oai: CachedOpenAI, pid: int, users: int) -> dict[s
     tg.drain()
     cpu_start = cpu_seconds(pid)
     peak = 0.0
-    started = time.monotonic()
-    wanted: dict[tuple[int, int], float | None] = {}
-    for user in range(5001, 5001 + users):
-        update = tg.send_message(chat_id=user, user_id=user, text=PROMPT)
-        wanted[(user, update["message"]["message_id"])] = None
-    last = started
-    deadline = started + WAIT
-    while None in wanted.values():
+
+    def sample() -> None:
+        nonlocal peak
         peak = max(peak, rss_mib(pid))
-        try:
-            sent = tg.created.get(timeout=0.01)
-        except queue.Empty:
-            if time.monotonic() > deadline:
-                missing = sum(v is None for v in wanted.values())
-                raise RuntimeError(f"{missing} photos missing") from None
-            continue
-        key = (sent.chat_id, (sent.get("reply_to_message") or {}).get("message_id"))
-        if key in wanted and sent.kind == "photo":
-            wanted[key] = sent.received_at
-            last = max(last, sent.received_at)
-        elif key in wanted and sent.kind == "document":
+
+    def refuse_documents(sent: SentMessage) -> None:
+        if sent.kind == "document":
             raise RuntimeError("the bot sent a document instead of a photo")
+
+    started, last = send_burst(
+        tg,
+        range(5001, 5001 + users),
+        poll=0.01,
+        wait=WAIT,
+        on_tick=sample,
+        on_other=refuse_documents,
+    )
     time.sleep(1.0)  # the writes after the photos, then read the CPU
     peak = max(peak, rss_mib(pid))
     wall = last - started

@@ -38,7 +38,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -341,27 +341,32 @@ def image_plan(count: int) -> list[tuple[str, dict[str, Any]]]:
     return [("image", {"text": PROMPT})] * count
 
 
-def burst(
-    bench: Bench, services: Services | None, *, sample_pid: int | None = None
-) -> dict[str, float]:
-    """Inject one /image from each of 50 users at once; return wall time and RSS samples."""
-    tg = bench.tg
-    tg.wait_long_poll()
-    tg.drain()
-    rss_peak = 0.0
-    statuses = 0
+def send_burst(
+    tg: QueuedTelegram,
+    users: Iterable[int],
+    *,
+    poll: float,
+    wait: float = WAIT,
+    on_tick: Callable[[], None] | None = None,
+    on_other: Callable[[SentMessage], None] | None = None,
+) -> tuple[float, float]:
+    """Send one /image from each user at once and wait for every photo (at most `wait` s).
+
+    Return (when the burst started, when the last photo was received). `on_tick` runs on every
+    poll (RSS sampling); `on_other` gets each other message that replies to a burst command.
+    """
     started = time.monotonic()
-    wanted = {}
-    for user in BURST_USERS:
+    wanted: dict[tuple[int, int], float | None] = {}
+    for user in users:
         update = tg.send_message(chat_id=user, user_id=user, text=PROMPT)
         wanted[(user, update["message"]["message_id"])] = None
     last = started
-    deadline = started + WAIT
+    deadline = started + wait
     while None in wanted.values():
-        if sample_pid is not None:
-            rss_peak = max(rss_peak, proc_status_mb(sample_pid, "VmRSS"))
+        if on_tick is not None:
+            on_tick()
         try:
-            sent = tg.created.get(timeout=0.02)
+            sent = tg.created.get(timeout=poll)
         except queue.Empty:
             if time.monotonic() > deadline:
                 missing = sum(v is None for v in wanted.values())
@@ -371,8 +376,31 @@ def burst(
         if key in wanted and sent.kind == "photo":
             wanted[key] = sent.received_at
             last = max(last, sent.received_at)
-        elif key in wanted:
-            statuses += 1  # a status message ("Drawing…") or, if no photo follows, an error
+        elif key in wanted and on_other is not None:
+            on_other(sent)
+    return started, last
+
+
+def burst(
+    bench: Bench, services: Services | None, *, sample_pid: int | None = None
+) -> dict[str, float]:
+    """Inject one /image from each of 50 users at once; return wall time and RSS samples."""
+    tg = bench.tg
+    tg.wait_long_poll()
+    tg.drain()
+    rss_peak = 0.0
+    statuses = 0
+
+    def sample() -> None:
+        nonlocal rss_peak
+        if sample_pid is not None:
+            rss_peak = max(rss_peak, proc_status_mb(sample_pid, "VmRSS"))
+
+    def count_status(_sent: SentMessage) -> None:
+        nonlocal statuses
+        statuses += 1  # a status message ("Drawing…") or, if no photo follows, an error
+
+    started, last = send_burst(tg, BURST_USERS, poll=0.02, on_tick=sample, on_other=count_status)
     if services is not None:
         for user in BURST_USERS:
             wait_idle(services, user)
