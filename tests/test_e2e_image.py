@@ -499,7 +499,7 @@ async def test_telegram_flood_control_delays_the_photo(make_bot) -> None:
         (photo,) = await bot.replies(msg, kinds=("photo",))
         calls = bot.tg.calls_of("sendPhoto")
         assert [c.status for c in calls] == [429, 200]
-        assert calls[1].at - calls[0].at >= 0.9
+        assert calls[1].at - calls[0].at >= 0.8  # retry_after=1; `at` is read after the upload
         assert photo.text == "patient tortoise"
 
 

@@ -99,7 +99,10 @@ async def test_a_busy_group_is_paced_under_telegrams_limit(make_bot, monkeypatch
             await bot.replies(msg, kinds=("photo",), timeout=10)
         group_calls = [c for c in bot.tg.calls_of("sendPhoto") if c.params["chat_id"] == GROUP]
         assert all(c.status == 200 for c in group_calls), "the bot must stay under the limit"
-        assert group_calls[-1].at - group_calls[0].at >= 0.9  # 8 photos at 4 a second
+        # 8 photos at 4 a second span about a second; the margin is for a loaded machine, where
+        # `at` (taken after the upload is read) can come late for the first photo. Without pacing
+        # the 8 would land within a few tens of milliseconds and some would be refused above.
+        assert group_calls[-1].at - group_calls[0].at >= 0.5
 
 
 async def test_chat_actions_are_not_held_back_by_flood_control(make_bot, monkeypatch) -> None:

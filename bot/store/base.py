@@ -1,0 +1,237 @@
+"""The store's interface: the `Store` protocol, its value types and its exception family.
+
+The bot talks to one small interface, `Store`; `bot.store.sqlite.SqliteStore` implements it with
+one SQLite database in ``DATA_DIR``. Another backend only has to implement `Store`.
+
+Quota reservations: `reserve` books images before the backend is called and `settle` turns the
+delivered ones into usage and refunds the rest. A reservation that is never settled (the process
+died mid-request) stops counting after `RESERVATION_TTL` (one hour), so a crash cannot block a
+user for the rest of the day. Only chats with a negative id (Telegram groups, supergroups and
+channels) are counted against the chat limit; pass ``chat_id=None`` or the private chat's id
+otherwise.
+
+Money (issue #13): pictures beyond the free allowance can be paid from bought credits
+(``reserve(..., credits=True)``; a reservation's ``paid`` part is spent only for delivered
+pictures, the free part first); the bot-wide daily budget is held by `reserve_budget` (the
+request's worst-case cost, checked against what is spent and held today in the same transaction)
+and settled with the actual cost by `settle_cost`, which also stores every request's cost for
+`spend`; `add_payment` credits a Stars payment once per ``telegram_payment_charge_id``.
+
+Exception family::
+
+    StoreError                      the database cannot be opened, read or written
+    bot.quota.QuotaExceeded         raised by `reserve` when a daily limit would be exceeded
+      bot.quota.CreditsNeeded       ... and the user's credits do not cover the rest
+    bot.pricing.BudgetExhausted     raised by `reserve_budget` when the day's budget is used up
+    PaymentError                    a refund is refused (`reason`: unknown, refunded, spent)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Protocol
+
+from bot import pricing
+
+Clock = Callable[[], datetime]
+
+RESERVATION_TTL = timedelta(hours=1)
+RESULTS_PER_USER = 50
+SETTING_SCOPES = ("user", "chat")
+
+
+class StoreError(Exception):
+    """The database cannot be opened, read or written; the message says what to do."""
+
+
+class PaymentError(Exception):
+    """A refund is refused: `reason` is "unknown", "refunded" or "spent" (credits used)."""
+
+    def __init__(self, reason: str, *, charge_id: str) -> None:
+        super().__init__(f"payment {charge_id!r} cannot be refunded: {reason}")
+        self.reason = reason
+        self.charge_id = charge_id
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """Images booked against today's quota, to be settled once the request is over."""
+
+    id: int
+    user_id: int
+    chat_id: int | None
+    n: int
+    day: date
+    paid: int = 0  # how many of the n are paid from the user's credits
+
+
+@dataclass(frozen=True)
+class BudgetHold:
+    """A request's worst-case cost held against today's budget until it is settled."""
+
+    id: int
+    day: date
+    amount: pricing.Nanos
+
+
+@dataclass(frozen=True)
+class Payment:
+    """One Telegram Stars payment and the credits (pictures) it bought."""
+
+    charge_id: str
+    user_id: int
+    pictures: int
+    stars: int
+    created_at: datetime
+    refunded: bool
+
+
+@dataclass(frozen=True)
+class SpendTotals:
+    """Costs of one period: the total, by model and the users who cost most."""
+
+    cost: pricing.Nanos
+    images: int
+    by_model: list[tuple[str, pricing.Nanos, int]]
+    top_users: list[tuple[int, pricing.Nanos]]
+
+
+@dataclass(frozen=True)
+class Spend:
+    """What the pictures cost today (UTC), in the last 7 days (today included) and all time."""
+
+    day: date
+    today: SpendTotals
+    week: SpendTotals
+    all_time: SpendTotals
+    budget_held: pricing.Nanos  # worst cases of requests in flight
+
+
+@dataclass(frozen=True)
+class Usage:
+    """A user's quota today; `used_today` includes images reserved by requests in flight."""
+
+    used_today: int
+    limit: int
+    remaining: int | None
+    resets_at: datetime
+    total_all_time: int
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Request and image totals for today (UTC) and all time, for admins."""
+
+    day: date
+    images_today: int
+    requests_today: int
+    failures_today: dict[str, int]
+    images_all_time: int
+    requests_all_time: int
+    failures_all_time: dict[str, int]
+    top_users_today: list[tuple[int, int]]
+    top_users_all_time: list[tuple[int, int]]
+    distinct_users: int
+
+
+@dataclass(frozen=True)
+class ResultRecord:
+    """One generated result kept for buttons and /history."""
+
+    id: str
+    user_id: int
+    chat_id: int | None
+    prompt: str
+    options: str
+    model: str
+    file_ids: tuple[str, ...]
+    created_at: datetime
+
+
+class Store(Protocol):
+    """The persistent state the bot needs; every method is safe to await from the event loop."""
+
+    async def close(self) -> None: ...
+
+    async def reserve(
+        self,
+        *,
+        user_id: int,
+        chat_id: int | None,
+        n: int,
+        user_limit: int,
+        chat_limit: int,
+        exempt: bool,
+        credits: bool = False,
+    ) -> Reservation: ...
+
+    async def settle(self, reservation: Reservation, *, delivered: int) -> None: ...
+
+    async def usage(self, *, user_id: int, user_limit: int) -> Usage: ...
+
+    async def record_request(
+        self,
+        *,
+        user_id: int,
+        chat_id: int | None,
+        images_requested: int,
+        images_delivered: int,
+        outcome: str,
+    ) -> None: ...
+
+    async def stats(self, *, top: int = 5) -> Stats: ...
+
+    async def reserve_budget(
+        self, *, amount: pricing.Nanos, budget: pricing.Nanos
+    ) -> BudgetHold: ...
+
+    async def settle_cost(
+        self,
+        hold: BudgetHold | None,
+        *,
+        user_id: int,
+        model: str,
+        images: int,
+        cost: pricing.Nanos,
+    ) -> pricing.Nanos: ...
+
+    async def credits(self, *, user_id: int) -> int: ...
+
+    async def add_payment(
+        self, *, charge_id: str, user_id: int, pictures: int, stars: int, payload: str
+    ) -> bool: ...
+
+    async def refund_payment(self, *, charge_id: str) -> Payment: ...
+
+    async def undo_refund(self, *, charge_id: str) -> None: ...
+
+    async def spend(self, *, top: int = 5) -> Spend: ...
+
+    async def get_settings(self, *, scope: str, scope_id: int) -> dict[str, str]: ...
+
+    async def set_setting(
+        self, *, scope: str, scope_id: int, key: str, value: str | None
+    ) -> None: ...
+
+    async def save_result(
+        self,
+        *,
+        user_id: int,
+        chat_id: int | None,
+        prompt: str,
+        options: str,
+        model: str,
+        file_ids: list[str] | None = None,
+    ) -> str: ...
+
+    async def set_result_files(self, *, result_id: str, file_ids: list[str]) -> None: ...
+
+    async def get_result(self, *, result_id: str) -> ResultRecord | None: ...
+
+    async def history(
+        self, *, user_id: int, limit: int = 10, chat_id: int | None = None
+    ) -> list[ResultRecord]: ...
+
+    async def should_alert(self, *, kind: str, every: timedelta) -> bool: ...
