@@ -76,7 +76,7 @@ from bot.images.errors import (
     ImagesUnavailable,
     classify_response,
 )
-from bot.images.types import GeneratedImage, ImagesResult, Pacer, sniff_format
+from bot.images.types import GeneratedImage, ImagesResult, OnPartial, Pacer, sniff_format
 from bot.redaction import redact, secret_header_values
 
 __all__ = ["QUICK_FAILURE_SECONDS", "ImagesClient"]
@@ -287,9 +287,16 @@ class ImagesClient:
         random: Callable[[], float] = _random.random,
         pacer: Pacer | None = None,
         max_buffered_answers: int = 4,
+        stream_previews: str = "auto",
+        preview_images: int = 2,
+        preview_timeout: float = 10.0,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
+        if stream_previews not in ("auto", "on", "off"):
+            raise ValueError("stream_previews must be auto, on or off")
+        if not 1 <= preview_images <= 3:
+            raise ValueError("preview_images must be from 1 to 3")
         self._base_url = base_url.rstrip("/")
         self._api_key = api_key
         headers = dict(extra_headers or {})
@@ -314,6 +321,10 @@ class ImagesClient:
         self._buffered = asyncio.Semaphore(max_buffered_answers)
         # Process-lifetime memory of what the host told us (see `offers`, `_status_error`).
         self._not_offered: set[tuple[str, str]] = set()
+        self._stream_previews = stream_previews
+        self._preview_images = preview_images
+        self._preview_timeout = preview_timeout
+        self._not_streaming: set[str] = set()  # models this host will not stream (see `streams`)
         self._last_auth_failure: datetime | None = None
         self._client = httpx.AsyncClient(
             transport=transport,
@@ -357,6 +368,17 @@ class ImagesClient:
         """
         return (endpoint, model) not in self._not_offered
 
+    def streams(self, caps: ModelCaps) -> bool:
+        """Tell whether a call for `caps.name` with an `on_partial` callback will stream now.
+
+        `stream_previews` "off": never; "on": every model; "auto": the GPT image family. False
+        once this host refused streaming for that model (a 400 naming `stream` or
+        `partial_images`, or a 5xx to a streaming request), until the process restarts.
+        """
+        if self._stream_previews == "off" or caps.name in self._not_streaming:
+            return False
+        return self._stream_previews == "on" or caps.gpt_image
+
     def _check_offered(self, endpoint: str, model: str) -> None:
         if not self.offers(endpoint, model):
             raise ImagesNotOffered(
@@ -364,8 +386,19 @@ class ImagesClient:
                 code="not_offered",
             )
 
-    async def generate(self, description: ImageDescription, caps: ModelCaps) -> ImagesResult:
-        """Generate `description.n` pictures (fanning out n=1 calls where the model needs it)."""
+    async def generate(
+        self,
+        description: ImageDescription,
+        caps: ModelCaps,
+        *,
+        on_partial: OnPartial | None = None,
+    ) -> ImagesResult:
+        """Generate `description.n` pictures (fanning out n=1 calls where the model needs it).
+
+        With `on_partial`, and when `streams(caps)`, the first picture is streamed and each of
+        its previews handed to `on_partial` as it arrives (see "Streamed previews" in
+        DEVELOPERS.md).
+        """
         call = _Call(
             endpoint="generations",
             model=description.model,
@@ -382,10 +415,12 @@ class ImagesClient:
         image_filename: str | None = None,
         image_content_type: str | None = None,
         mask: bytes | None = None,
+        on_partial: OnPartial | None = None,
     ) -> ImagesResult:
         """Edit one picture following `description.prompt` (multipart upload).
 
         The picture is named and typed after its bytes (png, jpeg, webp) unless the caller says.
+        `on_partial` as for `generate`.
         """
         if not caps.supports_edit:
             raise ImagesBadRequest(f"{caps.name} does not support edits", code="unsupported")
