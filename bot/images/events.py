@@ -79,7 +79,7 @@ def read_event(endpoint: str, name: str | None, data: bytes) -> StreamEvent:
     encoded = payload.pop("b64_json", None)
     if not isinstance(encoded, str) or not encoded:
         return _invalid("images API streamed an event without b64_json", final=final)
-    index = payload.get("partial_image_index", 0)
+    index = payload.get("partial_image_index")
     if not final and (not isinstance(index, int) or isinstance(index, bool) or index < 0):
         return _invalid("images API streamed a partial image without its index", final=final)
     picture = decode_base64(encoded)
