@@ -817,12 +817,12 @@ class ImagesClient:
                 raise ImagesUnavailable(str(exc)) from exc
             if completed is None:
                 raise ImagesUnavailable("the images API's stream ended before the picture came")
-        except BaseException as exc:
+            await previews.finish()
+        except BaseException as exc:  # failed, cancelled or past the deadline: stop at once
             await previews.close()
             if isinstance(exc, ImagesError):
                 exc.method, exc.url = "POST", url
             raise
-        await previews.finish()
         meta = dict(completed.meta)
         meta.pop("type", None)
         return _Answer(meta=meta, items=[_Item(data=completed.data)])
