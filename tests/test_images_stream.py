@@ -21,30 +21,18 @@ from bot.images import (
     PartialImage,
 )
 from bot.prompt import ImageOptions
+from tests.conftest import API_KEY
 from tests.emulators.openai_images import Fault, OpenAIEmulator, big_picture, render_picture
 
-API_KEY = "sk-test-stream-0123456789"
 GPT = "gpt-image-1.5"
 WAIT = 10.0  # generous bound on every wait of these tests (a loaded 2-core machine)
 
 
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[OpenAIEmulator]:
-    with OpenAIEmulator(api_key=API_KEY) as emu:
-        yield emu
-
-
 @pytest.fixture
-def emu(emulator: OpenAIEmulator) -> Iterator[OpenAIEmulator]:
-    emulator.reset()
-    emulator.big_pictures = False
-    emulator.streaming = "sse"
-    emulator.partial_delays = ()
-    emulator.final_delay = 0.0
-    emulator.sse_done = False
-    emulator.stream_chunk_bytes = None
-    yield emulator
-    assert emulator.invalid_requests == []
+def emu(oai: OpenAIEmulator) -> Iterator[OpenAIEmulator]:
+    """A fresh images emulator (conftest's `oai`) that must see only valid requests."""
+    yield oai
+    assert oai.invalid_requests == []
 
 
 def make_client(emu: OpenAIEmulator, **overrides: Any) -> ImagesClient:
@@ -337,23 +325,20 @@ async def test_the_response_cap_covers_the_whole_stream(emu: OpenAIEmulator) -> 
 
 
 async def test_a_model_that_does_not_stream_with_stream_previews_on(
-    emulator: OpenAIEmulator,
+    oai: OpenAIEmulator,
 ) -> None:
     # The real service refuses `stream` for dall-e-3 with a 400 naming it: the fan-out's first
     # call is asked again without streaming, the second never streams.
-    emulator.reset()
-    emulator.streaming = "sse"
-    async with make_client(emulator, stream_previews="on") as client:
+    async with make_client(oai, stream_previews="on") as client:
         result = await client.generate(
             describe("dall-e-3", count=2), caps_for("dall-e-3"), on_partial=Previews()
         )
         assert not client.streams(caps_for("dall-e-3"))
     assert len(result.images) == 2
-    streamed = [r.json.get("stream") for r in emulator.api_requests]
+    streamed = [r.json.get("stream") for r in oai.api_requests]
     assert sorted(streamed, key=str) == [None, None, True]
-    [refused] = emulator.invalid_requests
+    [refused] = oai.invalid_requests
     assert "stream is only supported for GPT image models" in refused.problems
-    emulator.reset()
 
 
 async def test_stream_fields_in_the_extra_body_are_the_clients_own(
