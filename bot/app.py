@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import secrets
@@ -32,12 +33,16 @@ from bot.config import Settings
 from bot.flood import FloodGate
 from bot.handlers import register
 from bot.handlers.delivery import clear_spool
+from bot.handlers.errors import telegram_error_kind
 from bot.handlers.services import Services
+from bot.handlers.webhook import webhook_receiver
 from bot.i18n import Texts
 from bot.images import ImagesClient
 from bot.limiter import GenerationLimiter
+from bot.metrics import Load, Metrics
 from bot.originals import Originals
 from bot.store import SqliteStore, StoreError
+from bot.web import ListenError, Webhook, WebServer
 
 logger = logging.getLogger(__name__)
 
@@ -67,9 +72,16 @@ class FloodControl(BaseRateLimiter[None]):
     calls (answering buttons, getFile, …) go straight through, retried after a 429 like messages.
     """
 
-    def __init__(self, gate: FloodGate | None = None, *, max_retries: int = MAX_RETRIES) -> None:
+    def __init__(
+        self,
+        gate: FloodGate | None = None,
+        *,
+        max_retries: int = MAX_RETRIES,
+        metrics: Metrics | None = None,
+    ) -> None:
         self._gate = gate or FloodGate()
         self._max_retries = max_retries
+        self._metrics = metrics or Metrics()
 
     async def initialize(self) -> None:
         """Nothing to set up."""
@@ -87,6 +99,20 @@ class FloodControl(BaseRateLimiter[None]):
         rate_limit_args: None,
     ) -> bool | dict[str, Any] | list[dict[str, Any]]:
         """Send the request when its chat may have it; wait out a 429 for that chat alone."""
+        try:
+            return await self._send(callback, args, kwargs, endpoint, data)
+        except TelegramError as exc:
+            self._metrics.telegram_error(telegram_error_kind(exc))
+            raise
+
+    async def _send(
+        self,
+        callback: Callable[..., Coroutine[Any, Any, bool | dict[str, Any] | list[dict[str, Any]]]],
+        args: Any,
+        kwargs: dict[str, Any],
+        endpoint: str,
+        data: dict[str, Any],
+    ) -> bool | dict[str, Any] | list[dict[str, Any]]:
         if endpoint == "sendChatAction":
             return await callback(*args, **kwargs)
         chat = data.get("chat_id")
@@ -104,6 +130,7 @@ class FloodControl(BaseRateLimiter[None]):
             except RetryAfter as exc:
                 if attempt >= self._max_retries:
                     raise
+                self._metrics.telegram_error(telegram_error_kind(exc))
                 seconds = exc.retry_after
                 wait = seconds.total_seconds() if isinstance(seconds, timedelta) else seconds
                 logger.info("flood control: chat %s waits %.0f s (%s)", key, wait, endpoint)
@@ -128,6 +155,9 @@ async def open_services(settings: Settings, *, clock: Clock = utc_now) -> Servic
         max_concurrent=settings.max_concurrent_generations,
         max_per_user=settings.max_inflight_per_user,
     )
+    metrics = Metrics(
+        load=lambda: Load(queued=limiter.queued, in_flight=limiter.running, limit=limiter.limit)
+    )
     images = ImagesClient(
         base_url=settings.openai_base_url,
         api_key=settings.openai_api_key.get(),
@@ -148,6 +178,7 @@ async def open_services(settings: Settings, *, clock: Clock = utc_now) -> Servic
         originals=Originals(
             settings.data_dir / "originals", max_bytes=settings.originals_max_bytes
         ),
+        metrics=metrics,
     )
 
 
@@ -165,7 +196,7 @@ def build_application(services: Services) -> Application[Any, Any, Any, Any, Any
         .token(settings.telegram_bot_token.get())
         .base_url(settings.bot_api_base_url)
         .base_file_url(settings.bot_file_base_url)
-        .rate_limiter(FloodControl())
+        .rate_limiter(FloodControl(metrics=services.metrics))
         # Queued generations hold an update slot while they wait; keep room for everyone else.
         .concurrent_updates(CONCURRENT_UPDATES)
         .defaults(Defaults(allow_sending_without_reply=True))
@@ -215,41 +246,113 @@ async def running(
                     logger.warning("could not register the command menu: %s", exc)
                 await app.start()
                 try:
-                    await _start_updates(app, settings, webhook_secret=webhook_secret)
-                    logger.info(
-                        "bot @%s is running (%s, model %s)",
-                        app.bot.username,
-                        "webhook" if settings.webhook_url else "long polling",
-                        settings.image_model,
-                    )
-                    yield app, services
+                    async with _receiving(app, services, webhook_secret=webhook_secret):
+                        logger.info(
+                            "bot @%s is running (%s, model %s)",
+                            app.bot.username,
+                            "webhook" if settings.webhook_url else "long polling",
+                            settings.image_model,
+                        )
+                        yield app, services
                 finally:
-                    if app.updater is not None and app.updater.running:
-                        await app.updater.stop()
                     if app.running:
                         await app.stop()
     finally:
         await close_services(services)
 
 
-async def _start_updates(
-    app: Application[Any, Any, Any, Any, Any, Any], settings: Settings, *, webhook_secret: str
-) -> None:
-    """Start receiving updates: the webhook when `WEBHOOK_URL` is set, else long polling."""
+@contextlib.asynccontextmanager
+async def _receiving(
+    app: Application[Any, Any, Any, Any, Any, Any], services: Services, *, webhook_secret: str
+) -> AsyncIterator[None]:
+    """Receive updates (the webhook when `WEBHOOK_URL` is set, else long polling) and serve
+    /healthz and /metrics (on the webhook server, and on `METRICS_PORT` when set)."""
+    settings, metrics = services.settings, services.metrics
     updater = app.updater
     if updater is None:
         raise RuntimeError("the application has no updater")
+    webhook_set = False
+
+    def receiving() -> bool:
+        return webhook_set if settings.webhook_url is not None else updater.running
+
+    async def health() -> str | None:
+        return await _health(app, services, receiving=receiving)
+
+    servers: list[WebServer] = []
     if settings.webhook_url is not None:
-        await updater.start_webhook(
-            listen=settings.webhook_listen,
-            port=settings.webhook_port,
-            url_path=urlsplit(settings.webhook_url).path.lstrip("/"),
-            webhook_url=settings.webhook_url,
-            secret_token=webhook_secret,
-            allowed_updates=Update.ALL_TYPES,
+        path = urlsplit(settings.webhook_url).path
+        receiver = webhook_receiver(app, secret=webhook_secret)
+        servers.append(
+            WebServer(
+                listen=settings.webhook_listen,
+                port=settings.webhook_port,
+                health=health,
+                metrics=metrics,
+                webhook=Webhook(path=path, receive=receiver),
+                name="the webhook server",
+            )
         )
-    else:
-        await updater.start_polling(timeout=POLL_TIMEOUT, allowed_updates=Update.ALL_TYPES)
+    if settings.metrics_port is not None and not (
+        settings.webhook_url is not None and settings.metrics_port == settings.webhook_port
+    ):
+        servers.append(
+            WebServer(
+                listen=settings.metrics_listen,
+                port=settings.metrics_port,
+                health=health,
+                metrics=metrics,
+            )
+        )
+    async with contextlib.AsyncExitStack() as stack:
+        for server in servers:
+            await server.start()
+            stack.push_async_callback(server.stop)
+        if settings.webhook_url is not None:
+            # Our own server takes the posts (python-telegram-bot's has no room for other
+            # routes); this is the registration `Updater.start_webhook` would make.
+            await app.bot.set_webhook(
+                url=settings.webhook_url,
+                allowed_updates=Update.ALL_TYPES,
+                secret_token=webhook_secret,
+            )
+            webhook_set = True
+        else:
+            await updater.start_polling(
+                timeout=POLL_TIMEOUT,
+                allowed_updates=Update.ALL_TYPES,
+                error_callback=functools.partial(_polling_failed, metrics),
+            )
+        try:
+            yield
+        finally:
+            webhook_set = False
+            if updater.running:
+                await updater.stop()
+
+
+async def _health(
+    app: Application[Any, Any, Any, Any, Any, Any],
+    services: Services,
+    *,
+    receiving: Callable[[], bool],
+) -> str | None:
+    """Return None when the bot takes updates and its store answers, else a short reason."""
+    if not app.running:
+        return "not running"
+    if not receiving():
+        return "not receiving updates"
+    try:
+        await services.store.ping()
+    except StoreError:
+        return "store not answering"
+    return None
+
+
+def _polling_failed(metrics: Metrics, exc: TelegramError) -> None:
+    """Count and log one failed getUpdates (python-telegram-bot retries it)."""
+    metrics.telegram_error(telegram_error_kind(exc))
+    logger.error("polling for updates failed: %s", exc)
 
 
 class _HideSecret(logging.Filter):
@@ -316,11 +419,7 @@ def run(settings: Settings) -> int:
         print(f"Cannot reach the Telegram Bot API at start-up: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
-        where = (
-            f"the webhook server on {settings.webhook_listen}:{settings.webhook_port}"
-            if settings.webhook_url is not None
-            else "the bot"
-        )
+        where = exc.where if isinstance(exc, ListenError) else "the bot"
         print(f"Cannot start {where}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     return 0

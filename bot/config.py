@@ -57,6 +57,8 @@ ENV_VARS: tuple[str, ...] = (
     "MODEL_PRICES",
     "STARS_PER_IMAGE",
     "STAR_PACKS",
+    "METRICS_PORT",
+    "METRICS_LISTEN",
 )
 """Every environment variable `load_settings` reads, in the order of the contract table."""
 
@@ -178,6 +180,8 @@ class Settings:
     )
     stars_per_image: int = 0
     star_packs: tuple[int, ...] = DEFAULT_STAR_PACKS
+    metrics_port: int | None = None  # /healthz and /metrics in polling mode; None = off
+    metrics_listen: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         # Normalize values given directly (tests, other callers) the way load_settings does.
@@ -703,6 +707,12 @@ def load_settings(env: Mapping[str, str], *, require_telegram: bool = True) -> S
         f"a whole number of Stars from 0 to {MAX_STARS}",
     )
     star_packs = _read_star_packs(r, stars_per_image)
+    metrics_port = r.parsed(
+        "METRICS_PORT", None, _parse_int(1, 65535), "a port number from 1 to 65535 (or empty: off)"
+    )
+    metrics_listen = r.parsed(
+        "METRICS_LISTEN", "127.0.0.1", _parse_listen, "an address to bind, like 127.0.0.1"
+    )
     if r.problems:
         raise ConfigError(r.problems)
     return Settings(
@@ -742,4 +752,6 @@ def load_settings(env: Mapping[str, str], *, require_telegram: bool = True) -> S
         model_prices=model_prices,
         stars_per_image=stars_per_image,
         star_packs=star_packs,
+        metrics_port=metrics_port,
+        metrics_listen=metrics_listen,
     )
