@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -45,6 +46,13 @@ def oai() -> Iterator[OpenAIEmulator]:
     """Run an emulated OpenAI-compatible images server for one test."""
     with OpenAIEmulator(api_key=API_KEY) as emulator:
         yield emulator
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def base_env(tg: TelegramEmulator, oai: OpenAIEmulator, data_dir: Path) -> dict[str, str]:

@@ -6,17 +6,11 @@ import socket
 
 import aiohttp
 
-from tests.conftest import USER
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.conftest import USER, free_port
 
 
 async def test_webhook_mode_registers_and_serves_updates(make_bot) -> None:
-    port = _free_port()
+    port = free_port()
     async with make_bot(
         WEBHOOK_URL="https://bot.example.org/telegram/hook",
         WEBHOOK_LISTEN="127.0.0.1",
@@ -90,7 +84,7 @@ def test_webhook_port_in_use_stops_with_one_clear_message(tmp_path) -> None:
 
 
 async def test_webhook_without_a_configured_secret_makes_one_up(make_bot) -> None:
-    port = _free_port()
+    port = free_port()
     async with make_bot(
         WEBHOOK_URL="https://bot.example.org/hook",
         WEBHOOK_LISTEN="127.0.0.1",
@@ -119,7 +113,7 @@ async def test_webhook_without_a_configured_secret_makes_one_up(make_bot) -> Non
 async def test_the_made_up_secret_is_never_logged(make_bot, caplog) -> None:
     import logging
 
-    port = _free_port()
+    port = free_port()
     with caplog.at_level(logging.DEBUG):
         async with make_bot(
             WEBHOOK_URL="https://bot.example.org/hook",
