@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 import socket
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -62,6 +64,27 @@ async def health(base: str) -> tuple[int, dict[str, Any]]:
     status, content_type, text = await fetch(f"{base}/healthz")
     assert content_type.startswith("application/json"), content_type
     return status, json.loads(text)
+
+
+def docker_probe() -> list[str]:
+    """Return the Dockerfile's HEALTHCHECK command (an exec-form JSON array)."""
+    text = (Path(__file__).resolve().parent.parent / "Dockerfile").read_text(encoding="utf-8")
+    match = re.search(r"^HEALTHCHECK .*?CMD (\[[^\n]*\])$", text, flags=re.MULTILINE | re.DOTALL)
+    assert match, "no HEALTHCHECK in exec form"
+    argv = json.loads(match.group(1))
+    assert argv[0] == "python"
+    return [sys.executable, *argv[1:]]
+
+
+async def run_docker_probe(port: int) -> int:
+    """Run the Dockerfile's health probe against METRICS_PORT=`port`; return its exit status."""
+    proc = await asyncio.create_subprocess_exec(
+        *docker_probe(),
+        env={"METRICS_PORT": str(port), "PATH": os.environ.get("PATH", "")},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    return await asyncio.wait_for(proc.wait(), timeout=30)
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], *, timeout: float = 10.0) -> None:
@@ -166,10 +189,12 @@ async def test_healthz_is_503_with_a_reason_when_the_store_fails(make_bot) -> No
     async with make_bot(METRICS_PORT=str(port)) as bot:
         base = f"http://127.0.0.1:{port}"
         assert (await health(base))[0] == 200
+        assert await run_docker_probe(port) == 0
         await bot.services.store.close()  # what a lost database looks like to the bot
         status, body = await health(base)
         assert status == 503
         assert body == {"status": "unavailable", "reason": "store not answering"}
+        assert await run_docker_probe(port) != 0
         assert str(bot.settings.data_dir) not in json.dumps(body)
         # Metrics go on being served: they are what shows why.
         await scrape(base)
