@@ -15,9 +15,9 @@ import logging
 import secrets
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from telegram import BotCommand, BotCommandScopeDefault, Update
@@ -47,6 +47,7 @@ from bot.web import ListenError, Webhook, WebServer
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+_T = TypeVar("_T")
 MENU = ("image", "edit", "settings", "usage", "history", "help")
 PAID_MENU = ("buy", "balance")  # shown when Telegram Stars are on (STARS_PER_IMAGE > 0)
 POLL_TIMEOUT = 30
@@ -99,22 +100,8 @@ class FloodControl(BaseRateLimiter[None]):
         rate_limit_args: None,
     ) -> bool | dict[str, Any] | list[dict[str, Any]]:
         """Send the request when its chat may have it; wait out a 429 for that chat alone."""
-        try:
-            return await self._send(callback, args, kwargs, endpoint, data)
-        except TelegramError as exc:
-            self._metrics.telegram_error(telegram_error_kind(exc))
-            raise
-
-    async def _send(
-        self,
-        callback: Callable[..., Coroutine[Any, Any, bool | dict[str, Any] | list[dict[str, Any]]]],
-        args: Any,
-        kwargs: dict[str, Any],
-        endpoint: str,
-        data: dict[str, Any],
-    ) -> bool | dict[str, Any] | list[dict[str, Any]]:
         if endpoint == "sendChatAction":
-            return await callback(*args, **kwargs)
+            return await self._counted(callback(*args, **kwargs))
         chat = data.get("chat_id")
         key = chat if isinstance(chat, int | str) else None
         paced = endpoint.startswith(PACED_PREFIXES)
@@ -126,11 +113,10 @@ class FloodControl(BaseRateLimiter[None]):
             elif key is not None:
                 await self._gate.wait_chat(key)
             try:
-                return await callback(*args, **kwargs)
+                return await self._counted(callback(*args, **kwargs))
             except RetryAfter as exc:
                 if attempt >= self._max_retries:
                     raise
-                self._metrics.telegram_error(telegram_error_kind(exc))
                 seconds = exc.retry_after
                 wait = seconds.total_seconds() if isinstance(seconds, timedelta) else seconds
                 logger.info("flood control: chat %s waits %.0f s (%s)", key, wait, endpoint)
@@ -139,6 +125,14 @@ class FloodControl(BaseRateLimiter[None]):
                 else:
                     self._gate.penalize(key, wait)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _counted(self, call: Awaitable[_T]) -> _T:
+        """Await one Bot API call, counting its failure (each 429 too) by kind."""
+        try:
+            return await call
+        except TelegramError as exc:
+            self._metrics.telegram_error(telegram_error_kind(exc))
+            raise
 
 
 def _is_group(chat: int | str | None) -> bool:
@@ -279,31 +273,23 @@ async def _receiving(
     async def health() -> str | None:
         return await _health(app, services, receiving=receiving)
 
+    serve = functools.partial(WebServer, health=health, metrics=metrics)
     servers: list[WebServer] = []
     if settings.webhook_url is not None:
-        path = urlsplit(settings.webhook_url).path
         receiver = webhook_receiver(app, secret=webhook_secret)
+        webhook = Webhook(path=urlsplit(settings.webhook_url).path, receive=receiver)
         servers.append(
-            WebServer(
+            serve(
                 listen=settings.webhook_listen,
                 port=settings.webhook_port,
-                health=health,
-                metrics=metrics,
-                webhook=Webhook(path=path, receive=receiver),
+                webhook=webhook,
                 name="the webhook server",
             )
         )
     if settings.metrics_port is not None and not (
         settings.webhook_url is not None and settings.metrics_port == settings.webhook_port
     ):
-        servers.append(
-            WebServer(
-                listen=settings.metrics_listen,
-                port=settings.metrics_port,
-                health=health,
-                metrics=metrics,
-            )
-        )
+        servers.append(serve(listen=settings.metrics_listen, port=settings.metrics_port))
     async with contextlib.AsyncExitStack() as stack:
         for server in servers:
             await server.start()

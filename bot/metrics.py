@@ -89,18 +89,14 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.load = load
         registry = self.registry
-        self._requests = Counter(
-            f"{PREFIX}_requests",
-            "Admitted requests by kind and outcome.",
-            ["kind", "outcome"],
-            registry=registry,
+
+        def counter(name: str, doc: str, label: str, *labels: str) -> Counter:
+            return Counter(f"{PREFIX}_{name}", doc, [label, *labels], registry=registry)
+
+        self._requests = counter(
+            "requests", "Admitted requests by kind and outcome.", "kind", "outcome"
         )
-        self._images = Counter(
-            f"{PREFIX}_images_delivered",
-            "Pictures delivered to Telegram.",
-            ["kind"],
-            registry=registry,
-        )
+        self._images = counter("images_delivered", "Pictures delivered to Telegram.", "kind")
         self._seconds = Histogram(
             f"{PREFIX}_generation_seconds",
             "Duration of successful images calls.",
@@ -108,23 +104,16 @@ class Metrics:
             buckets=GENERATION_BUCKETS,
             registry=registry,
         )
-        self._backend_errors = Counter(
-            f"{PREFIX}_backend_errors",
-            "Failed images calls by error kind.",
-            ["kind"],
-            registry=registry,
+        self._backend_errors = counter(
+            "backend_errors", "Failed images calls by error kind.", "kind"
         )
-        self._telegram_errors = Counter(
-            f"{PREFIX}_telegram_errors",
-            "Failed Telegram Bot API calls by error kind.",
-            ["kind"],
-            registry=registry,
+        self._telegram_errors = counter(
+            "telegram_errors", "Failed Telegram Bot API calls by error kind.", "kind"
         )
-        self._refusals = Counter(
-            f"{PREFIX}_quota_refusals",
+        self._refusals = counter(
+            "quota_refusals",
             "Requests refused by the quota, the Stars credits or the daily budget.",
-            ["reason"],
-            registry=registry,
+            "reason",
         )
         # Series that exist from the start, so rate() and alerts see a 0 before the first event.
         for kind in REQUEST_KINDS:

@@ -8,19 +8,26 @@ import contextlib
 import json
 import os
 import re
-import socket
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import API_KEY, OTHER_USER, TOKEN, USER, base_env, free_port
+from tests.conftest import (
+    API_KEY,
+    OTHER_USER,
+    TOKEN,
+    USER,
+    base_env,
+    free_port,
+    run_with_port_taken,
+)
 from tests.emulators.openai_images import Fault, OpenAIEmulator
 from tests.emulators.telegram_api import TelegramEmulator
 from tests.test_subprocess import _start, _stop
@@ -85,15 +92,6 @@ async def run_docker_probe(port: int) -> int:
         stderr=asyncio.subprocess.DEVNULL,
     )
     return await asyncio.wait_for(proc.wait(), timeout=30)
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], *, timeout: float = 10.0) -> None:
-    """Wait (bounded) until `check()` is true."""
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
 
 
 async def scrape_when(
@@ -163,25 +161,16 @@ async def test_gauges_show_jobs_in_flight_and_the_queue(make_bot) -> None:
         first = bot.send("/image slow one")
         second = bot.send("/image slow two", user_id=OTHER_USER)
 
-        async def busy() -> bool:
-            samples = await scrape(base)
-            return (
-                value(samples, "imagebot_jobs_in_flight") == 1
-                and value(samples, "imagebot_queue_depth") == 1
-            )
+        def gauges(samples: Samples) -> tuple[float, float]:
+            in_flight = value(samples, "imagebot_jobs_in_flight")
+            return in_flight, value(samples, "imagebot_queue_depth")
 
-        await eventually(busy)
+        busy = await scrape_when(base, lambda s: gauges(s) == (1, 1))
+        assert gauges(busy) == (1, 1)
         await bot.replies(first, kinds=("photo",))
         await bot.replies(second, kinds=("photo",))
-
-        async def idle() -> bool:
-            samples = await scrape(base)
-            return (
-                value(samples, "imagebot_jobs_in_flight") == 0
-                and value(samples, "imagebot_queue_depth") == 0
-            )
-
-        await eventually(idle)
+        idle = await scrape_when(base, lambda s: gauges(s) == (0, 0))
+        assert gauges(idle) == (0, 0)
 
 
 async def test_healthz_is_503_with_a_reason_when_the_store_fails(make_bot) -> None:
@@ -351,24 +340,8 @@ def test_python_m_bot_serves_healthz_and_metrics(tmp_path: Path) -> None:
 
 
 def test_metrics_port_in_use_stops_with_one_clear_message(tmp_path: Path) -> None:
-    with (
-        TelegramEmulator(TOKEN) as tg,
-        OpenAIEmulator(api_key=API_KEY) as oai,
-        socket.socket() as taken,
-    ):
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        env = base_env(tg, oai, tmp_path / "data")
-        env["METRICS_PORT"] = str(port)
-        proc = _start(env, tmp_path)
-        try:
-            _, err = proc.communicate(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate(timeout=5)
-    assert proc.returncode == 1, err[-2000:]
-    assert "Traceback" not in err
-    assert f"Cannot start the metrics server on 127.0.0.1:{port}" in err
-    assert TOKEN not in err
+    port, done = run_with_port_taken(tmp_path, METRICS_PORT="{port}")
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    assert f"Cannot start the metrics server on 127.0.0.1:{port}" in done.stderr
+    assert TOKEN not in done.stderr
