@@ -221,6 +221,21 @@ async def test_telegram_errors_are_counted_by_kind(make_bot) -> None:
         assert not [m for m in bot.tg.sent_messages(msg["chat"]["id"]) if m.kind == "photo"]
 
 
+async def test_failed_polling_is_counted(make_bot) -> None:
+    port = free_port()
+    async with make_bot(METRICS_PORT=str(port)) as bot:
+        base = f"http://127.0.0.1:{port}"
+        bot.tg.fail_next(
+            "getUpdates", status=409, description="Conflict: terminated by other getUpdates request"
+        )
+        samples = await scrape_when(
+            base, lambda s: value(s, "imagebot_telegram_errors_total", kind="conflict") > 0
+        )
+        assert value(samples, "imagebot_telegram_errors_total", kind="conflict") == 1
+        msg = bot.send("/image after the conflict")  # polling goes on
+        await bot.replies(msg, kinds=("photo",))
+
+
 async def test_webhook_server_serves_health_metrics_and_updates(make_bot) -> None:
     port = free_port()
     async with make_bot(
@@ -239,8 +254,31 @@ async def test_webhook_server_serves_health_metrics_and_updates(make_bot) -> Non
             base, lambda s: value(s, "imagebot_requests_total", kind="generate", outcome="ok") > 0
         )
         assert value(samples, "imagebot_requests_total", kind="generate", outcome="ok") == 1
-        # The webhook route takes POSTs only, and only with the secret.
+        # The webhook route takes POSTs only, and only with the secret, of a JSON update.
         assert (await fetch(f"{base}/telegram/hook"))[0] == 405
+        signed = {"X-Telegram-Bot-Api-Secret-Token": "s3cret-Token-for-metrics"}
+        update = {"update_id": 777, "message": dict(msg, message_id=4242, text="/image again")}
+        async with aiohttp.ClientSession() as session:
+            for headers, body, expected in (
+                ({}, json.dumps(update), 403),
+                ({"X-Telegram-Bot-Api-Secret-Token": "s3cret-Token-for-metricz"}, "{}", 403),
+                ({**signed, "Content-Type": "text/plain"}, json.dumps(update), 415),
+                ({**signed, "Content-Type": "application/json"}, "{not json", 400),
+                ({**signed, "Content-Type": "application/json"}, "[1, 2]", 400),
+                ({**signed, "Content-Type": "application/json"}, '{"message": {}}', 400),
+            ):
+                async with session.post(
+                    f"{base}/telegram/hook", data=body, headers=headers
+                ) as response:
+                    assert response.status == expected, (headers, body)
+            async with session.post(f"{base}/telegram/hook/", json=update, headers=signed) as ok:
+                assert ok.status == 200
+        # Message 4242 is unknown to the emulator, so the photo goes out without the reply.
+        deadline = time.monotonic() + 10
+        while not [m for m in bot.tg.sent_messages(USER) if m.text == "again"]:
+            assert time.monotonic() < deadline, "the update posted to the webhook was not handled"
+            await asyncio.sleep(0.05)
+        assert len(bot.oai.api_requests) == 2
         await bot.services.store.close()
         assert (await health(base))[0] == 503
 
