@@ -17,6 +17,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from datetime import UTC, datetime, timedelta
+from http import HTTPStatus
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -28,6 +29,7 @@ from telegram.ext import (
     BaseRateLimiter,
     Defaults,
 )
+from telegram.request import HTTPXRequest
 
 from bot.config import Settings
 from bot.flood import FloodGate
@@ -135,6 +137,25 @@ class FloodControl(BaseRateLimiter[None]):
             raise
 
 
+class PollingRequest(HTTPXRequest):
+    """The getUpdates connection, remembering whether Telegram answered the last call (for
+    /healthz: a bot whose getUpdates fail, e.g. a second process polling, is not polling)."""
+
+    def __init__(self) -> None:
+        super().__init__(connection_pool_size=1)  # what ApplicationBuilder gives getUpdates
+        self.failing = False
+
+    async def do_request(self, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
+        """Make the call and note whether it got a 200."""
+        try:
+            status, body = await super().do_request(*args, **kwargs)
+        except TelegramError:
+            self.failing = True
+            raise
+        self.failing = status != HTTPStatus.OK
+        return status, body
+
+
 def _is_group(chat: int | str | None) -> bool:
     """Return whether a chat id names a group, supergroup or channel (negative, or @name)."""
     return (isinstance(chat, int) and chat < 0) or (isinstance(chat, str) and not chat.isdigit())
@@ -182,12 +203,15 @@ async def close_services(services: Services) -> None:
     await services.store.close()
 
 
-def build_application(services: Services) -> Application[Any, Any, Any, Any, Any, Any]:
+def build_application(
+    services: Services, *, polling: PollingRequest | None = None
+) -> Application[Any, Any, Any, Any, Any, Any]:
     """Build the python-telegram-bot Application with every handler registered."""
     settings = services.settings
     app = (
         ApplicationBuilder()
         .token(settings.telegram_bot_token.get())
+        .get_updates_request(polling or PollingRequest())
         .base_url(settings.bot_api_base_url)
         .base_file_url(settings.bot_file_base_url)
         .rate_limiter(FloodControl(metrics=services.metrics))
@@ -231,7 +255,8 @@ async def running(
     """Run the bot (polling or webhook) for the duration of the `async with` block."""
     services = await open_services(settings, clock=clock)
     try:
-        app = build_application(services)
+        polling = PollingRequest()
+        app = build_application(services, polling=polling)
         with _webhook_secret(settings) as webhook_secret:
             async with app:
                 try:
@@ -240,7 +265,9 @@ async def running(
                     logger.warning("could not register the command menu: %s", exc)
                 await app.start()
                 try:
-                    async with _receiving(app, services, webhook_secret=webhook_secret):
+                    async with _receiving(
+                        app, services, polling=polling, webhook_secret=webhook_secret
+                    ):
                         logger.info(
                             "bot @%s is running (%s, model %s)",
                             app.bot.username,
@@ -257,7 +284,11 @@ async def running(
 
 @contextlib.asynccontextmanager
 async def _receiving(
-    app: Application[Any, Any, Any, Any, Any, Any], services: Services, *, webhook_secret: str
+    app: Application[Any, Any, Any, Any, Any, Any],
+    services: Services,
+    *,
+    polling: PollingRequest,
+    webhook_secret: str,
 ) -> AsyncIterator[None]:
     """Receive updates (the webhook when `WEBHOOK_URL` is set, else long polling) and serve
     /healthz and /metrics (on the webhook server, and on `METRICS_PORT` when set)."""
@@ -267,8 +298,12 @@ async def _receiving(
         raise RuntimeError("the application has no updater")
     webhook_set = False
 
-    def receiving() -> bool:
-        return webhook_set if settings.webhook_url is not None else updater.running
+    def receiving() -> str | None:
+        if settings.webhook_url is not None:
+            return None if webhook_set else "not receiving updates"
+        if not updater.running:
+            return "not receiving updates"
+        return "polling failing" if polling.failing else None
 
     async def health() -> str | None:
         return await _health(app, services, receiving=receiving)
@@ -321,13 +356,13 @@ async def _health(
     app: Application[Any, Any, Any, Any, Any, Any],
     services: Services,
     *,
-    receiving: Callable[[], bool],
+    receiving: Callable[[], str | None],
 ) -> str | None:
     """Return None when the bot takes updates and its store answers, else a short reason."""
     if not app.running:
         return "not running"
-    if not receiving():
-        return "not receiving updates"
+    if (reason := receiving()) is not None:
+        return reason
     try:
         await services.store.ping()
     except StoreError:

@@ -221,7 +221,7 @@ async def test_telegram_errors_are_counted_by_kind(make_bot) -> None:
         assert not [m for m in bot.tg.sent_messages(msg["chat"]["id"]) if m.kind == "photo"]
 
 
-async def test_failed_polling_is_counted(make_bot) -> None:
+async def test_failed_polling_is_counted_and_unhealthy_until_answered(make_bot) -> None:
     port = free_port()
     async with make_bot(METRICS_PORT=str(port)) as bot:
         base = f"http://127.0.0.1:{port}"
@@ -232,8 +232,11 @@ async def test_failed_polling_is_counted(make_bot) -> None:
             base, lambda s: value(s, "imagebot_telegram_errors_total", kind="conflict") > 0
         )
         assert value(samples, "imagebot_telegram_errors_total", kind="conflict") == 1
+        # Until a getUpdates is answered again (the retry waits for an update: a long poll).
+        assert await health(base) == (503, {"status": "unavailable", "reason": "polling failing"})
         msg = bot.send("/image after the conflict")  # polling goes on
         await bot.replies(msg, kinds=("photo",))
+        assert await health(base) == (200, {"status": "ok"})
 
 
 async def test_webhook_server_serves_health_metrics_and_updates(make_bot) -> None:
