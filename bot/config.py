@@ -59,6 +59,8 @@ ENV_VARS: tuple[str, ...] = (
     "STAR_PACKS",
     "STREAM_PREVIEWS",
     "PREVIEW_IMAGES",
+    "METRICS_PORT",
+    "METRICS_LISTEN",
 )
 """Every environment variable `load_settings` reads, in the order of the contract table."""
 
@@ -185,6 +187,8 @@ class Settings:
     star_packs: tuple[int, ...] = DEFAULT_STAR_PACKS
     stream_previews: str = "auto"
     preview_images: int = 2
+    metrics_port: int | None = None  # /healthz and /metrics in polling mode; None = off
+    metrics_listen: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         # Normalize values given directly (tests, other callers) the way load_settings does.
@@ -717,6 +721,12 @@ def load_settings(env: Mapping[str, str], *, require_telegram: bool = True) -> S
         "one of " + ", ".join(STREAM_MODES),
     )
     preview_images = r.parsed("PREVIEW_IMAGES", 2, _parse_int(1, 3), "a whole number from 1 to 3")
+    metrics_port = r.parsed(
+        "METRICS_PORT", None, _parse_int(1, 65535), "a port number from 1 to 65535 (or empty: off)"
+    )
+    metrics_listen = r.parsed(
+        "METRICS_LISTEN", "127.0.0.1", _parse_listen, "an address to bind, like 127.0.0.1"
+    )
     if r.problems:
         raise ConfigError(r.problems)
     return Settings(
@@ -758,4 +768,6 @@ def load_settings(env: Mapping[str, str], *, require_telegram: bool = True) -> S
         star_packs=star_packs,
         stream_previews=stream_previews,
         preview_images=preview_images,
+        metrics_port=metrics_port,
+        metrics_listen=metrics_listen,
     )

@@ -93,7 +93,9 @@ def test_dockerfile() -> None:
     assert re.search(r"DATA_DIR=/data\b", text)
     assert 'VOLUME ["/data"]' in text
     assert 'CMD ["python", "-m", "bot"]' in text
-    assert "HEALTHCHECK" in text  # at least the note saying what it waits for
+    assert re.search(r"^HEALTHCHECK .*/healthz", text, flags=re.MULTILINE | re.DOTALL)
+    # The probe needs the METRICS_PORT server, which the image turns on.
+    assert re.search(r"\bMETRICS_PORT=[1-9][0-9]*\b", runtime)
 
 
 def test_dockerfile_installs_dependencies_from_pyproject_alone_before_the_code() -> None:

@@ -131,6 +131,8 @@ def test_every_field_is_set_from_the_environment() -> None:
         "STAR_PACKS": "50, 10,200",
         "STREAM_PREVIEWS": "ON",
         "PREVIEW_IMAGES": "3",
+        "METRICS_PORT": "9464",
+        "METRICS_LISTEN": "0.0.0.0",
     }
     assert set(env) == set(ENV_VARS)
     s = load_settings(env)
@@ -179,6 +181,8 @@ def test_every_field_is_set_from_the_environment() -> None:
     assert s.star_packs == (10, 50, 200)
     assert s.stream_previews == "on"
     assert s.preview_images == 3
+    assert s.metrics_port == 9464
+    assert s.metrics_listen == "0.0.0.0"
 
 
 def test_settings_is_frozen_and_mappings_are_read_only() -> None:
@@ -387,6 +391,26 @@ def test_good_webhook_port(value: str) -> None:
     assert load(WEBHOOK_PORT=value).webhook_port == int(value)
 
 
+def test_metrics_server_is_off_by_default_on_loopback_when_on() -> None:
+    assert load().metrics_port is None
+    assert load(METRICS_PORT="9464").metrics_port == 9464
+    assert load(METRICS_PORT="9464").metrics_listen == "127.0.0.1"
+    assert load(METRICS_LISTEN="::").metrics_listen == "::"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("METRICS_PORT", "0"),
+        ("METRICS_PORT", "x"),
+        ("METRICS_PORT", "70000"),
+        ("METRICS_LISTEN", "a b"),
+    ],
+)
+def test_bad_metrics_settings(name: str, value: str) -> None:
+    assert single_problem(name, value).startswith(f"{name}: expected ")
+
+
 @pytest.mark.parametrize("value", ["http://bot.example.com/hook", "bot.example.com", "https://"])
 def test_webhook_url_must_be_https(value: str) -> None:
     assert "https URL" in single_problem("WEBHOOK_URL", value)
@@ -469,6 +493,8 @@ def test_all_problems_reported_at_once() -> None:
         "TELEGRAM_UPLOAD_LIMIT_MB": "0",
         "ORIGINALS_MAX_MB": "x",
         "STALE_COMMAND_SECONDS": "-1",
+        "METRICS_PORT": "0",
+        "METRICS_LISTEN": "a b",
     }
     with pytest.raises(ConfigError) as info:
         load_settings(env)

@@ -10,6 +10,7 @@ from bot.config import Settings
 from bot.i18n import Texts
 from bot.images import ImagesClient
 from bot.limiter import GenerationLimiter
+from bot.metrics import Metrics
 from bot.originals import Originals
 from bot.store import Store
 
@@ -27,3 +28,4 @@ class Services:
     originals: Originals
     # (chat_id, user_id) -> when a "not allowed" notice was last sent in that group.
     denied_notices: dict[tuple[int, int], datetime] = field(default_factory=dict)
+    metrics: Metrics = field(default_factory=Metrics)

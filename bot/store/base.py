@@ -155,6 +155,10 @@ class Store(Protocol):
 
     async def close(self) -> None: ...
 
+    async def ping(self) -> None:
+        """Answer a trivial query, or raise StoreError (the health check)."""
+        ...
+
     async def reserve(
         self,
         *,

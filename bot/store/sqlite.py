@@ -244,6 +244,10 @@ class SqliteStore:
         finally:
             self._executor.shutdown(wait=False)
 
+    async def ping(self) -> None:
+        """Answer a trivial query, or raise StoreError (the health check)."""
+        await self._run(lambda conn: conn.execute("SELECT 1").fetchone())
+
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         conn = self._conn
         if conn is None:
