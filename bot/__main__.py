@@ -23,7 +23,7 @@ from bot.config import (
     startup_failure_delay,
     startup_warnings,
 )
-from bot.redaction import Redactor, secret_header_values
+from bot.redaction import Redactor, secret_header_values, url_password
 
 USAGE = """\
 usage: python -m bot [run]
@@ -69,6 +69,7 @@ def configure_logging(settings: Settings) -> None:
                 settings.telegram_bot_token.get(),
                 settings.openai_api_key.get(),
                 settings.webhook_secret_token.get(),
+                url_password(settings.store_url.get()),
                 *secret_header_values(settings.openai_extra_headers),
             ),
         )

@@ -18,8 +18,8 @@ from bot.app import running
 from bot.config import Settings, load_settings
 from bot.handlers.services import Services
 from tests.emulators.openai_images import OpenAIEmulator
-from tests.pg import PostgresServer, PostgresUnavailable
 from tests.emulators.telegram_api import SentMessage, TelegramEmulator
+from tests.pg import PostgresServer, PostgresUnavailable
 
 TOKEN = "123456:TEST-token"
 API_KEY = "sk-test-secret-key"
