@@ -685,3 +685,19 @@ async def test_budget_and_spend_follow_the_utc_day(store: Store, clock: FakeCloc
     assert spend.all_time.cost == 100 and spend.all_time.images == 3
     assert spend.all_time.by_model == [("m", 90, 1), ("n", 10, 2)]
     assert spend.all_time.top_users == [(1, 90), (2, 10)]
+
+
+# --- kept originals (📄 Original) ----------------------------------------------------------------
+
+
+async def test_originals_round_trip_and_replace(store: Store, tmp_path: Path) -> None:
+    spooled = tmp_path / "spooled.png"
+    spooled.write_bytes(b"\x89PNG spooled")
+    await store.originals.save("res_1", [("a.png", b"\x89PNG one"), ("dir/b.png", spooled)])
+    assert await store.originals.load("res_1") == [
+        ("a.png", b"\x89PNG one"),
+        ("b.png", b"\x89PNG spooled"),
+    ]
+    await store.originals.save("res_1", [("c.webp", b"RIFF new")])
+    assert await store.originals.load("res_1") == [("c.webp", b"RIFF new")]
+    assert await store.originals.load("missing") == []
