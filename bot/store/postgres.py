@@ -171,6 +171,11 @@ class PostgresStore:
         return f"PostgresStore(url={self._scrub.url!r})"
 
     @property
+    def url(self) -> str:
+        """Return the database URL with its password hidden (for messages)."""
+        return self._scrub.url
+
+    @property
     def originals(self) -> PostgresOriginals:
         """Return the kept originals, stored in the database."""
         return self._originals
@@ -693,19 +698,9 @@ class PostgresOriginals:
                 else (Path(name).name, data)
                 for name, data in files
             ]
-            size = sum(len(data) for _, data in named)
             async with self._store.transaction() as conn:
                 await conn.execute("DELETE FROM original_sets WHERE result_id = %s", (result_id,))
-                await conn.execute(
-                    "INSERT INTO original_sets (result_id, size) VALUES (%s, %s)",
-                    (result_id, size),
-                )
-                async with conn.cursor() as cursor:
-                    await cursor.executemany(
-                        "INSERT INTO original_files (result_id, position, filename, data)"
-                        " VALUES (%s, %s, %s, %s)",
-                        [(result_id, i, name, data) for i, (name, data) in enumerate(named)],
-                    )
+                await insert_originals(conn, result_id, named)
                 # The newest first; never the one just saved (rank 1).
                 await conn.execute(
                     "DELETE FROM original_sets WHERE result_id IN (SELECT result_id FROM"
@@ -731,6 +726,22 @@ class PostgresOriginals:
             logger.warning("could not read the originals of %s: %s", result_id, exc)
             return []
         return [(str(name), bytes(data)) for name, data in rows]
+
+
+async def insert_originals(
+    conn: Connection, result_id: str, files: Sequence[tuple[str, bytes]]
+) -> None:
+    """Insert one result's kept originals (it must have none yet) as the newest."""
+    await conn.execute(
+        "INSERT INTO original_sets (result_id, size) VALUES (%s, %s)",
+        (result_id, sum(len(data) for _, data in files)),
+    )
+    async with conn.cursor() as cursor:
+        await cursor.executemany(
+            "INSERT INTO original_files (result_id, position, filename, data)"
+            " VALUES (%s, %s, %s, %s)",
+            [(result_id, i, name, data) for i, (name, data) in enumerate(files)],
+        )
 
 
 def _result(row: Sequence[Any]) -> ResultRecord:
