@@ -29,6 +29,7 @@ import psycopg
 SUPERUSER = "bot_admin"
 PASSWORD = "pg-test-pa55word-XYZ"
 START_TIMEOUT = 60.0
+_NO_FSYNC = ("-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
 
 
 class PostgresUnavailable(RuntimeError):
@@ -89,8 +90,12 @@ class PostgresServer:
             raise PostgresUnavailable("running as root, but runuser is missing to drop to postgres")
         return ["runuser", "-u", "postgres", "--", *argv]
 
-    def start(self) -> None:
-        """Create the cluster and start the server; raise PostgresUnavailable with the reason."""
+    def start(self, *, durable: bool = False) -> None:
+        """Create the cluster and start the server; raise PostgresUnavailable with the reason.
+
+        Not `durable` (the tests): no fsync at all. `durable` (the benchmark): PostgreSQL's
+        defaults, an fsync per commit.
+        """
         bindir = find_bindir()
         self._root = Path(tempfile.mkdtemp(prefix="bot-pg-"))
         data, log, pwfile = self._root / "data", self._root / "server.log", self._root / "pw"
@@ -145,13 +150,8 @@ class PostgresServer:
                         "-k",
                         str(self._root),
                         "-c",
-                        "fsync=off",
-                        "-c",
-                        "synchronous_commit=off",
-                        "-c",
-                        "full_page_writes=off",
-                        "-c",
                         "max_connections=200",
+                        *([] if durable else _NO_FSYNC),
                     ]
                 ),
                 stdout=out,

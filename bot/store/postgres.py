@@ -229,8 +229,11 @@ class PostgresStore:
             max_size=max(1, pool_size),
             open=False,
             timeout=POOL_TIMEOUT,
-            kwargs={"connect_timeout": CONNECT_TIMEOUT},
-            check=AsyncConnectionPool.check_connection,
+            # Autocommit: single statements need no BEGIN/COMMIT round trips; `transaction`
+            # opens one where a check and a booking must go together. No `check` on every
+            # checkout (a round trip each): a connection broken by a server restart fails one
+            # call with StoreError and is replaced by the pool.
+            kwargs={"connect_timeout": CONNECT_TIMEOUT, "autocommit": True},
             name="store",
         )
         try:
@@ -249,19 +252,30 @@ class PostgresStore:
             await pool.close()
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Connection]:
-        """Yield a pooled connection inside a transaction; database errors become StoreError."""
+    async def connection(self) -> AsyncIterator[Connection]:
+        """Yield a pooled connection in autocommit mode; database errors become StoreError.
+
+        Each statement commits on its own: one round trip for a single read or upsert, with no
+        BEGIN and COMMIT around it.
+        """
         pool = self._pool
         if pool is None:
             raise StoreError(f"The PostgreSQL store {self._scrub.url} is closed.")
         try:
-            async with pool.connection() as conn, conn.transaction():
+            async with pool.connection() as conn:
                 yield conn
         except psycopg.Error as exc:
             raise StoreError(
                 f"The PostgreSQL database {self._scrub.url} failed ({self._scrub(exc)}). "
                 "Check that the server is running and reachable."
             ) from exc
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Connection]:
+        """Yield a pooled connection inside a transaction (committed on leaving, else rolled
+        back); database errors become StoreError."""
+        async with self.connection() as conn, conn.transaction():
+            yield conn
 
     # --- quota -------------------------------------------------------------------------------
 
@@ -350,7 +364,7 @@ class PostgresStore:
     async def usage(self, *, user_id: int, user_limit: int) -> Usage:
         """Return what the user has used today (including requests in flight) and has left."""
         now = self._clock()
-        async with self.transaction() as conn:
+        async with self.connection() as conn:
             used, _, _ = await _row(
                 conn,
                 _COUNTS,
@@ -387,7 +401,7 @@ class PostgresStore:
     ) -> None:
         """Add one finished request ("ok" or an error kind) to the statistics."""
         day = quota.utc_day(self._clock())
-        async with self.transaction() as conn:
+        async with self.connection() as conn:
             await conn.execute(
                 "INSERT INTO request_stats (day, user_id, chat_id, outcome, requests,"
                 " images_requested, images_delivered) VALUES (%s, %s, %s, %s, 1, %s, %s)"
@@ -401,7 +415,7 @@ class PostgresStore:
     async def stats(self, *, top: int = 5) -> Stats:
         """Return today's and all-time totals, failures by kind and the top users."""
         day = quota.utc_day(self._clock())
-        async with self.transaction() as conn:
+        async with self.connection() as conn:
             today = await _totals(conn, day=day)
             ever = await _totals(conn, day=None)
             (distinct,) = await _row(conn, "SELECT COUNT(DISTINCT user_id) FROM request_stats")
@@ -487,7 +501,7 @@ class PostgresStore:
     async def credits(self, *, user_id: int) -> int:
         """Return the user's credits (pictures bought), minus those held by requests in flight."""
         now = self._clock()
-        async with self.transaction() as conn:
+        async with self.connection() as conn:
             return max(0, await _credits(conn, user_id=user_id, since=now - RESERVATION_TTL))
 
     async def add_payment(
@@ -548,7 +562,7 @@ class PostgresStore:
         """Return the costs of today, the last 7 days and all time, by model and top users."""
         now = self._clock()
         day = quota.utc_day(now)
-        async with self.transaction() as conn:
+        async with self.connection() as conn:
             (held,) = await _row(
                 conn,
                 "SELECT COALESCE(SUM(amount), 0) FROM budget_holds WHERE day = %s"
@@ -568,7 +582,7 @@ class PostgresStore:
     async def get_settings(self, *, scope: str, scope_id: int) -> dict[str, str]:
         """Return the saved settings of a user or chat as key -> value."""
         _check_scope(scope)
-        async with self.transaction() as conn:
+        async with self.connection() as conn:
             rows = await _rows(
                 conn,
                 "SELECT key, value FROM settings WHERE scope = %s AND scope_id = %s ORDER BY key",
@@ -579,7 +593,7 @@ class PostgresStore:
     async def set_setting(self, *, scope: str, scope_id: int, key: str, value: str | None) -> None:
         """Save one setting of a user or chat; None deletes it."""
         _check_scope(scope)
-        async with self.transaction() as conn:
+        async with self.connection() as conn:
             if value is None:
                 await conn.execute(
                     "DELETE FROM settings WHERE scope = %s AND scope_id = %s AND key = %s",
@@ -629,7 +643,7 @@ class PostgresStore:
 
     async def set_result_files(self, *, result_id: str, file_ids: list[str]) -> None:
         """Attach Telegram file ids to a kept result (no-op when it has expired)."""
-        async with self.transaction() as conn:
+        async with self.connection() as conn:
             await conn.execute(
                 "UPDATE results SET file_ids = %s WHERE id = %s",
                 (json.dumps(list(file_ids)), result_id),
@@ -637,7 +651,7 @@ class PostgresStore:
 
     async def get_result(self, *, result_id: str) -> ResultRecord | None:
         """Return a kept result, or None when it does not exist (any more)."""
-        async with self.transaction() as conn:
+        async with self.connection() as conn:
             rows = await _rows(conn, f"{_RESULT_SELECT} WHERE id = %s", (result_id,))
         return _result(rows[0]) if rows else None
 
@@ -645,7 +659,7 @@ class PostgresStore:
         self, *, user_id: int, limit: int = 10, chat_id: int | None = None
     ) -> list[ResultRecord]:
         """Return the user's newest results, newest first (only those made in `chat_id` if set)."""
-        async with self.transaction() as conn:
+        async with self.connection() as conn:
             if chat_id is None:
                 rows = await _rows(
                     conn,
@@ -666,7 +680,7 @@ class PostgresStore:
     async def should_alert(self, *, kind: str, every: timedelta) -> bool:
         """Return True (and remember now) when no alert of `kind` was sent within `every`."""
         now = self._clock()
-        async with self.transaction() as conn:
+        async with self.connection() as conn:
             # One statement: of replicas asking at once, exactly one gets True.
             cursor = await conn.execute(
                 "INSERT INTO alerts (kind, last_at) VALUES (%s, %s)"
@@ -715,7 +729,7 @@ class PostgresOriginals:
     async def load(self, result_id: str) -> list[tuple[str, bytes]]:
         """Return the kept `(filename, bytes)` pairs of a result (empty when gone)."""
         try:
-            async with self._store.transaction() as conn:
+            async with self._store.connection() as conn:
                 rows = await _rows(
                     conn,
                     "SELECT filename, data FROM original_files WHERE result_id = %s"
