@@ -48,6 +48,24 @@ RESULTS_PER_USER = 50
 SETTING_SCOPES = ("user", "chat")
 
 
+# The columns both implementations read back into `ResultRecord` and `Payment`, in order.
+RESULT_SELECT = (
+    "SELECT id, user_id, chat_id, prompt, options, model, file_ids, created_at FROM results"
+)
+PAYMENT_SELECT = "SELECT charge_id, user_id, pictures, stars, created_at, refunded_at FROM payments"
+
+
+def is_group(chat_id: int | None) -> bool:
+    """Return whether a chat id names a group (negative): only those have a chat limit."""
+    return chat_id is not None and chat_id < 0
+
+
+def check_scope(scope: str) -> None:
+    """Refuse a settings scope other than "user" and "chat"."""
+    if scope not in SETTING_SCOPES:
+        raise ValueError(f"scope must be one of {SETTING_SCOPES}, not {scope!r}")
+
+
 class StoreError(Exception):
     """The database cannot be opened, read or written; the message says what to do."""
 

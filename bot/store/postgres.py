@@ -43,9 +43,10 @@ from bot import pricing, quota
 from bot.originals import DEFAULT_MAX_BYTES
 from bot.redaction import Redactor
 from bot.store.base import (
+    PAYMENT_SELECT,
     RESERVATION_TTL,
+    RESULT_SELECT,
     RESULTS_PER_USER,
-    SETTING_SCOPES,
     BudgetHold,
     Clock,
     Payment,
@@ -57,6 +58,8 @@ from bot.store.base import (
     Stats,
     StoreError,
     Usage,
+    check_scope,
+    is_group,
 )
 from bot.store.postgres_schema import NewerSchema, migrate
 
@@ -71,15 +74,6 @@ ORIGINALS_KEEP = 300
 _PRUNE_AFTER = timedelta(days=2)
 _ID_ATTEMPTS = 8
 _BUDGET_LOCK = "budget"
-
-
-def _is_group(chat_id: int | None) -> bool:
-    return chat_id is not None and chat_id < 0
-
-
-def _check_scope(scope: str) -> None:
-    if scope not in SETTING_SCOPES:
-        raise ValueError(f"scope must be one of {SETTING_SCOPES}, not {scope!r}")
 
 
 class _Scrubber:
@@ -140,13 +134,6 @@ SELECT
   - COALESCE((SELECT SUM(paid) FROM reservations
               WHERE user_id = %(user)s AND NOT settled AND created_at >= %(since)s), 0)
 """
-
-_RESULT_SELECT = (
-    "SELECT id, user_id, chat_id, prompt, options, model, file_ids, created_at FROM results"
-)
-_PAYMENT_SELECT = (
-    "SELECT charge_id, user_id, pictures, stars, created_at, refunded_at FROM payments"
-)
 
 
 class PostgresStore:
@@ -295,7 +282,7 @@ class PostgresStore:
             raise ValueError("a reservation needs at least one image")
         now = self._clock()
         day = quota.utc_day(now)
-        group = _is_group(chat_id)
+        group = is_group(chat_id)
         async with self.transaction() as conn:
             if not exempt:
                 await _lock(conn, f"quota:user:{user_id}")
@@ -344,7 +331,7 @@ class PostgresStore:
             # Delivered pictures use the free allowance first, then the credits.
             free = min(count, reservation.n - reservation.paid)
             scopes = [("user", reservation.user_id, free)]
-            if _is_group(reservation.chat_id):
+            if is_group(reservation.chat_id):
                 assert reservation.chat_id is not None
                 scopes.append(("chat", reservation.chat_id, count))
             for scope, scope_id, used in scopes:
@@ -524,13 +511,13 @@ class PostgresStore:
         """Take back the credits a payment bought and mark it refunded, or raise PaymentError."""
         now = self._clock()
         async with self.transaction() as conn:
-            rows = await _rows(conn, f"{_PAYMENT_SELECT} WHERE charge_id = %s", (charge_id,))
+            rows = await _rows(conn, f"{PAYMENT_SELECT} WHERE charge_id = %s", (charge_id,))
             if not rows:
                 raise PaymentError("unknown", charge_id=charge_id)
             # The user's lock: a reservation paying from these credits cannot slip in between.
             await _lock(conn, f"quota:user:{int(rows[0][1])}")
             (row,) = await _rows(
-                conn, f"{_PAYMENT_SELECT} WHERE charge_id = %s FOR UPDATE", (charge_id,)
+                conn, f"{PAYMENT_SELECT} WHERE charge_id = %s FOR UPDATE", (charge_id,)
             )
             payment = _payment(row)
             if payment.refunded:
@@ -548,7 +535,7 @@ class PostgresStore:
         """Give back the credits of a refund that Telegram refused (idempotent)."""
         async with self.transaction() as conn:
             rows = await _rows(
-                conn, f"{_PAYMENT_SELECT} WHERE charge_id = %s FOR UPDATE", (charge_id,)
+                conn, f"{PAYMENT_SELECT} WHERE charge_id = %s FOR UPDATE", (charge_id,)
             )
             if not rows or not _payment(rows[0]).refunded:
                 return
@@ -581,7 +568,7 @@ class PostgresStore:
 
     async def get_settings(self, *, scope: str, scope_id: int) -> dict[str, str]:
         """Return the saved settings of a user or chat as key -> value."""
-        _check_scope(scope)
+        check_scope(scope)
         async with self.connection() as conn:
             rows = await _rows(
                 conn,
@@ -592,7 +579,7 @@ class PostgresStore:
 
     async def set_setting(self, *, scope: str, scope_id: int, key: str, value: str | None) -> None:
         """Save one setting of a user or chat; None deletes it."""
-        _check_scope(scope)
+        check_scope(scope)
         async with self.connection() as conn:
             if value is None:
                 await conn.execute(
@@ -652,7 +639,7 @@ class PostgresStore:
     async def get_result(self, *, result_id: str) -> ResultRecord | None:
         """Return a kept result, or None when it does not exist (any more)."""
         async with self.connection() as conn:
-            rows = await _rows(conn, f"{_RESULT_SELECT} WHERE id = %s", (result_id,))
+            rows = await _rows(conn, f"{RESULT_SELECT} WHERE id = %s", (result_id,))
         return _result(rows[0]) if rows else None
 
     async def history(
@@ -663,13 +650,13 @@ class PostgresStore:
             if chat_id is None:
                 rows = await _rows(
                     conn,
-                    f"{_RESULT_SELECT} WHERE user_id = %s ORDER BY seq DESC LIMIT %s",
+                    f"{RESULT_SELECT} WHERE user_id = %s ORDER BY seq DESC LIMIT %s",
                     (user_id, max(0, limit)),
                 )
             else:
                 rows = await _rows(
                     conn,
-                    f"{_RESULT_SELECT} WHERE user_id = %s AND chat_id = %s"
+                    f"{RESULT_SELECT} WHERE user_id = %s AND chat_id = %s"
                     " ORDER BY seq DESC LIMIT %s",
                     (user_id, chat_id, max(0, limit)),
                 )

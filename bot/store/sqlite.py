@@ -31,9 +31,10 @@ from typing import TypeVar
 from bot import pricing, quota
 from bot.originals import DEFAULT_MAX_BYTES, Originals
 from bot.store.base import (
+    PAYMENT_SELECT,
     RESERVATION_TTL,
+    RESULT_SELECT,
     RESULTS_PER_USER,
-    SETTING_SCOPES,
     BudgetHold,
     Clock,
     Payment,
@@ -45,6 +46,8 @@ from bot.store.base import (
     Stats,
     StoreError,
     Usage,
+    check_scope,
+    is_group,
 )
 
 logger = logging.getLogger(__name__)
@@ -124,21 +127,12 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
         raise
 
 
-def _is_group(chat_id: int | None) -> bool:
-    return chat_id is not None and chat_id < 0
-
-
 def _ts(moment: datetime) -> float:
     return moment.timestamp()
 
 
 def _from_ts(value: float) -> datetime:
     return datetime.fromtimestamp(value, tz=UTC)
-
-
-def _check_scope(scope: str) -> None:
-    if scope not in SETTING_SCOPES:
-        raise ValueError(f"scope must be one of {SETTING_SCOPES}, not {scope!r}")
 
 
 def _connect(path: Path, now: datetime) -> sqlite3.Connection:
@@ -301,7 +295,7 @@ class SqliteStore:
 
         def run(conn: sqlite3.Connection) -> Reservation:
             with _transaction(conn):
-                group = _is_group(chat_id)
+                group = is_group(chat_id)
                 paid = quota.admit(
                     n=n,
                     now=now,
@@ -345,7 +339,7 @@ class SqliteStore:
                 # Delivered pictures use the free allowance first, then the credits.
                 free = min(count, reservation.n - reservation.paid)
                 scopes = [("user", reservation.user_id, free)]
-                if reservation.chat_id is not None and _is_group(reservation.chat_id):
+                if reservation.chat_id is not None and is_group(reservation.chat_id):
                     scopes.append(("chat", reservation.chat_id, count))
                 for scope, scope_id, used in scopes:
                     if used <= 0:
@@ -546,9 +540,7 @@ class SqliteStore:
 
         def run(conn: sqlite3.Connection) -> Payment:
             with _transaction(conn):
-                row = conn.execute(
-                    f"{_PAYMENT_SELECT} WHERE charge_id = ?", (charge_id,)
-                ).fetchone()
+                row = conn.execute(f"{PAYMENT_SELECT} WHERE charge_id = ?", (charge_id,)).fetchone()
                 if row is None:
                     raise PaymentError("unknown", charge_id=charge_id)
                 payment = _payment(row)
@@ -569,9 +561,7 @@ class SqliteStore:
 
         def run(conn: sqlite3.Connection) -> None:
             with _transaction(conn):
-                row = conn.execute(
-                    f"{_PAYMENT_SELECT} WHERE charge_id = ?", (charge_id,)
-                ).fetchone()
+                row = conn.execute(f"{PAYMENT_SELECT} WHERE charge_id = ?", (charge_id,)).fetchone()
                 if row is None or not _payment(row).refunded:
                     return
                 payment = _payment(row)
@@ -603,7 +593,7 @@ class SqliteStore:
 
     async def get_settings(self, *, scope: str, scope_id: int) -> dict[str, str]:
         """Return the saved settings of a user or chat as key -> value."""
-        _check_scope(scope)
+        check_scope(scope)
         cached = self._settings.get((scope, scope_id))
         if cached is not None:
             self._settings.move_to_end((scope, scope_id))
@@ -624,7 +614,7 @@ class SqliteStore:
 
     async def set_setting(self, *, scope: str, scope_id: int, key: str, value: str | None) -> None:
         """Save one setting of a user or chat; None deletes it."""
-        _check_scope(scope)
+        check_scope(scope)
 
         def run(conn: sqlite3.Connection) -> None:
             with _transaction(conn):
@@ -698,7 +688,7 @@ class SqliteStore:
         """Return a kept result, or None when it does not exist (any more)."""
 
         def run(conn: sqlite3.Connection) -> ResultRecord | None:
-            row = conn.execute(f"{_RESULT_SELECT} WHERE id = ?", (result_id,)).fetchone()
+            row = conn.execute(f"{RESULT_SELECT} WHERE id = ?", (result_id,)).fetchone()
             return None if row is None else _result(row)
 
         return await self._run(run)
@@ -711,12 +701,12 @@ class SqliteStore:
         def run(conn: sqlite3.Connection) -> list[ResultRecord]:
             if chat_id is None:
                 rows = conn.execute(
-                    f"{_RESULT_SELECT} WHERE user_id = ? ORDER BY seq DESC LIMIT ?",
+                    f"{RESULT_SELECT} WHERE user_id = ? ORDER BY seq DESC LIMIT ?",
                     (user_id, max(0, limit)),
                 ).fetchall()
             else:
                 rows = conn.execute(
-                    f"{_RESULT_SELECT} WHERE user_id = ? AND chat_id = ? ORDER BY seq DESC LIMIT ?",
+                    f"{RESULT_SELECT} WHERE user_id = ? AND chat_id = ? ORDER BY seq DESC LIMIT ?",
                     (user_id, chat_id, max(0, limit)),
                 ).fetchall()
             return [_result(row) for row in rows]
@@ -740,16 +730,6 @@ class SqliteStore:
             return True
 
         return await self._run(run)
-
-
-_RESULT_SELECT = (
-    "SELECT id, user_id, chat_id, prompt, options, model, file_ids, created_at FROM results"
-)
-
-
-_PAYMENT_SELECT = (
-    "SELECT charge_id, user_id, pictures, stars, created_at, refunded_at FROM payments"
-)
 
 
 def _result(row: tuple[object, ...]) -> ResultRecord:
