@@ -42,8 +42,7 @@ from bot.i18n import Texts
 from bot.images import ImagesClient
 from bot.limiter import GenerationLimiter
 from bot.metrics import Load, Metrics
-from bot.originals import Originals
-from bot.store import SqliteStore, StoreError
+from bot.store import StoreError, open_store
 from bot.web import ListenError, Webhook, WebServer
 
 logger = logging.getLogger(__name__)
@@ -163,7 +162,12 @@ def _is_group(chat: int | str | None) -> bool:
 
 async def open_services(settings: Settings, *, clock: Clock = utc_now) -> Services:
     """Open the store and create the images client (raises `StoreError`)."""
-    store = await SqliteStore.open(settings.data_dir, clock=clock)
+    store = await open_store(
+        settings.store_url.get(),
+        data_dir=settings.data_dir,
+        clock=clock,
+        originals_max_bytes=settings.originals_max_bytes,
+    )
     await asyncio.to_thread(clear_spool, settings.data_dir)
     # The images client tells the limiter of 429s and successes: the limit adapts (AIMD).
     limiter = GenerationLimiter(
@@ -192,9 +196,7 @@ async def open_services(settings: Settings, *, clock: Clock = utc_now) -> Servic
         texts=Texts.load(),
         limiter=limiter,
         clock=clock,
-        originals=Originals(
-            settings.data_dir / "originals", max_bytes=settings.originals_max_bytes
-        ),
+        originals=store.originals,
         metrics=metrics,
     )
 

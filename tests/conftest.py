@@ -22,6 +22,7 @@ from bot.config import Settings, load_settings
 from bot.handlers.services import Services
 from tests.emulators.openai_images import OpenAIEmulator
 from tests.emulators.telegram_api import SentMessage, TelegramEmulator
+from tests.pg import PostgresServer, PostgresUnavailable
 
 TOKEN = "123456:TEST-token"
 API_KEY = "sk-test-secret-key"
@@ -185,3 +186,23 @@ def make_bot(tg: TelegramEmulator, oai: OpenAIEmulator, tmp_path: Path) -> BotFa
             yield Harness(tg=tg, oai=oai, settings=settings, services=services, app=app)
 
     return factory
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    """Run one real PostgreSQL server for the session (fails, never skips, when it cannot)."""
+    server = PostgresServer()
+    try:
+        server.start()
+    except PostgresUnavailable as exc:
+        pytest.fail(f"the PostgreSQL test server is unavailable: {exc}", pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server: PostgresServer) -> str:
+    """Return the URL of a fresh, empty database on the test server."""
+    return pg_server.create_database()

@@ -133,6 +133,7 @@ def test_every_field_is_set_from_the_environment() -> None:
         "PREVIEW_IMAGES": "3",
         "METRICS_PORT": "9464",
         "METRICS_LISTEN": "0.0.0.0",
+        "STORE_URL": "postgresql://bot:pg-Secret-9@db.internal:5433/botdb",
     }
     assert set(env) == set(ENV_VARS)
     s = load_settings(env)
@@ -183,6 +184,8 @@ def test_every_field_is_set_from_the_environment() -> None:
     assert s.preview_images == 3
     assert s.metrics_port == 9464
     assert s.metrics_listen == "0.0.0.0"
+    assert s.store_url.get() == "postgresql://bot:pg-Secret-9@db.internal:5433/botdb"
+    assert "pg-Secret-9" not in repr(s)
 
 
 def test_settings_is_frozen_and_mappings_are_read_only() -> None:
@@ -692,3 +695,37 @@ def test_model_prices_override_and_add() -> None:
     gpt = s.model_prices["gpt-image-2"]
     assert gpt.image_output == 25_000 and gpt.text_input == 5_000  # the rest stays official
     assert s.model_prices["flux"].per_image == 3_000_000
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://bot:pw@localhost/bot",
+        "postgres://bot@db:5432/bot?sslmode=require",
+        "postgresql://bot:p%40ss@[::1]:5432/bot",
+    ],
+)
+def test_store_url_accepts_postgresql_urls(url: str) -> None:
+    assert load(STORE_URL=url).store_url.get() == url
+    assert load().store_url.get() == ""
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql://bot:hunter2-Secret@localhost/bot",
+        "postgresql://bot:hunter2-Secret@/bot",
+        "postgresql://bot:hunter2-Secret@localhost",
+        "postgresql://bot:hunter2-Secret@localhost:99999/bot",
+        "postgresql://bot:hunter2-Secret@localhost/a/b",
+        "sqlite:///data/bot.sqlite3?hunter2-Secret",
+    ],
+)
+def test_bad_store_url_is_one_problem_without_the_password(url: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(STORE_URL=url, DAILY_IMAGE_LIMIT="-1")
+    problems = info.value.problems
+    assert [p.split(":")[0] for p in problems] == ["DAILY_IMAGE_LIMIT", "STORE_URL"]
+    assert "postgresql://user:password@host:5432/database" in problems[1]
+    if "@" in url:
+        assert "hunter2-Secret" not in str(info.value)

@@ -11,8 +11,7 @@ from bot.i18n import Texts
 from bot.images import ImagesClient
 from bot.limiter import GenerationLimiter
 from bot.metrics import Metrics
-from bot.originals import Originals
-from bot.store import Store
+from bot.store import KeptOriginals, Store
 
 
 @dataclass
@@ -25,7 +24,7 @@ class Services:
     texts: Texts
     limiter: GenerationLimiter
     clock: Callable[[], datetime]
-    originals: Originals
+    originals: KeptOriginals  # the store's (`Store.originals`)
     # (chat_id, user_id) -> when a "not allowed" notice was last sent in that group.
     denied_notices: dict[tuple[int, int], datetime] = field(default_factory=dict)
     metrics: Metrics = field(default_factory=Metrics)
