@@ -40,6 +40,7 @@ from bot.handlers.services import Services
 from bot.handlers.webhook import webhook_receiver
 from bot.i18n import Texts
 from bot.images import ImagesClient
+from bot.leadership import lead, lead_once
 from bot.limiter import GenerationLimiter
 from bot.metrics import Load, Metrics
 from bot.store import StoreError, open_store
@@ -301,10 +302,14 @@ async def _receiving(
     if updater is None:
         raise RuntimeError("the application has no updater")
     webhook_set = False
+    leadership = services.store.leadership()
+    stop_leading: Callable[[], Awaitable[None]] = _nothing
 
     def receiving() -> str | None:
         if settings.webhook_url is not None:
             return None if webhook_set else "not receiving updates"
+        if not leadership.leading:
+            return None  # a standby: another replica polls, this one serves the rest
         if not updater.running:
             return "not receiving updates"
         return "polling failing" if polling.failing else None
@@ -343,17 +348,62 @@ async def _receiving(
             )
             webhook_set = True
         else:
-            await updater.start_polling(
-                timeout=POLL_TIMEOUT,
-                allowed_updates=Update.ALL_TYPES,
-                error_callback=functools.partial(_polling_failed, metrics),
-            )
+            metrics.receiving = lambda: leadership.leading
+            stop_leading = await _lead_polling(app, services)
         try:
             yield
         finally:
             webhook_set = False
+            await stop_leading()
             if updater.running:
                 await updater.stop()
+            await leadership.release()  # a standby takes over while this one finishes
+
+
+async def _nothing() -> None:
+    """Do nothing (a step with nothing to do)."""
+
+
+async def _lead_polling(
+    app: Application[Any, Any, Any, Any, Any, Any], services: Services
+) -> Callable[[], Awaitable[None]]:
+    """Poll when this replica leads (`bot.leadership`): at once if it does now, later when it
+    takes over; stop polling when it no longer leads. Return what ends that loop."""
+    updater = app.updater
+    if updater is None:
+        raise RuntimeError("the application has no updater")
+    leadership = services.store.leadership()
+
+    async def start() -> None:
+        await updater.start_polling(
+            timeout=POLL_TIMEOUT,
+            allowed_updates=Update.ALL_TYPES,
+            error_callback=functools.partial(_polling_failed, services.metrics),
+        )
+
+    async def take_over() -> None:
+        try:
+            await start()
+        except TelegramError as exc:
+            logger.error("could not start polling: %s; another replica may take over", exc)
+            await leadership.release()
+
+    async def stop() -> None:
+        if updater.running:
+            await updater.stop()
+
+    # At start-up a failure to poll stops the process, as with one replica.
+    leading = await lead_once(leadership, elected=start, deposed=stop)
+    if not leading:
+        logger.info("another replica polls for updates: this one stands by")
+    task = asyncio.create_task(lead(leadership, elected=take_over, deposed=stop, leading=leading))
+
+    async def cancel() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return cancel
 
 
 async def _health(

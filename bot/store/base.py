@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Protocol
 
 from bot import pricing
+from bot.leadership import Leadership
 
 Clock = Callable[[], datetime]
 
@@ -196,6 +197,10 @@ class Store(Protocol):
 
     async def ping(self) -> None:
         """Answer a trivial query, or raise StoreError (the health check)."""
+        ...
+
+    def leadership(self) -> Leadership:
+        """Return the election of the one replica that polls (`bot.leadership`)."""
         ...
 
     async def reserve(

@@ -61,6 +61,7 @@ from bot.store.base import (
     check_scope,
     is_group,
 )
+from bot.store.postgres_leader import PostgresLeadership
 from bot.store.postgres_schema import NewerSchema, migrate
 
 logger = logging.getLogger(__name__)
@@ -146,10 +147,12 @@ class PostgresStore:
         clock: Clock,
         scrub: _Scrubber,
         originals_max_bytes: int,
+        leadership: PostgresLeadership,
     ) -> None:
         self._pool: AsyncConnectionPool[Connection] | None = pool
         self._clock = clock
         self._scrub = scrub
+        self._leadership = leadership
         self._originals = PostgresOriginals(
             self, keep=ORIGINALS_KEEP, max_bytes=originals_max_bytes
         )
@@ -230,10 +233,21 @@ class PostgresStore:
             raise StoreError(
                 f"Cannot open connections to the PostgreSQL database {scrub.url} ({scrub(exc)})."
             ) from exc
-        return cls(pool=pool, clock=clock, scrub=scrub, originals_max_bytes=originals_max_bytes)
+        return cls(
+            pool=pool,
+            clock=clock,
+            scrub=scrub,
+            originals_max_bytes=originals_max_bytes,
+            leadership=PostgresLeadership(url, scrub=scrub),
+        )
+
+    def leadership(self) -> PostgresLeadership:
+        """Return the election of the replica that polls (a session advisory lock)."""
+        return self._leadership
 
     async def close(self) -> None:
-        """Close the pool; further calls raise StoreError."""
+        """Close the pool and give up the leadership; further calls raise StoreError."""
+        await self._leadership.release()
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from bot import pricing, quota
+from bot.leadership import AlwaysLeader
 from bot.originals import DEFAULT_MAX_BYTES, Originals
 from bot.store.base import (
     PAYMENT_SELECT,
@@ -225,6 +226,10 @@ class SqliteStore:
     def originals(self) -> Originals:
         """Return the kept originals, on disk in ``originals/`` beside the database."""
         return self._originals
+
+    def leadership(self) -> AlwaysLeader:
+        """Return the polling leadership: one process per database file always leads."""
+        return AlwaysLeader()
 
     @classmethod
     async def open(
