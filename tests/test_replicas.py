@@ -1,0 +1,117 @@
+"""Several `python -m bot` replicas on one PostgreSQL database (issue #12): one polls and another
+takes over within seconds when it is killed; in webhook mode a round-robin balancer spreads the
+updates over all of them; every command gets exactly one answer either way."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from tests.conftest import API_KEY, TOKEN, USER, base_env
+from tests.emulators.balancer import Balancer
+from tests.emulators.openai_images import OpenAIEmulator
+from tests.emulators.telegram_api import CONFLICT_OTHER_POLL, TelegramEmulator
+from tests.pg import PASSWORD, PostgresServer
+from tests.replicas import WEBHOOK_SECRET, Replicas
+from tests.test_subprocess import _wait_text_reply
+
+TAKE_OVER = 15.0  # seconds: the lock is free at once, a standby asks every 2 s (margin: CI)
+
+
+def _photos(tg: TelegramEmulator, chat: int, message_id: int) -> list[object]:
+    return [
+        sent
+        for sent in tg.sent_messages(chat)
+        if sent.kind == "photo"
+        and (sent.get("reply_to_message") or {}).get("message_id") == message_id
+    ]
+
+
+def _wait_photos(tg: TelegramEmulator, asked: list[tuple[int, int]], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while missing := [(chat, mid) for chat, mid in asked if not _photos(tg, chat, mid)]:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no picture for {missing}")
+        time.sleep(0.05)
+
+
+def _exactly_one_each(tg: TelegramEmulator, asked: list[tuple[int, int]]) -> None:
+    time.sleep(1.0)  # anything sent twice would be there by now
+    counts = {(chat, mid): len(_photos(tg, chat, mid)) for chat, mid in asked}
+    assert set(counts.values()) == {1}, counts
+
+
+def _conflicts(tg: TelegramEmulator) -> list[object]:
+    return [
+        call
+        for call in tg.calls_of("getUpdates")
+        if call.status == 409 and CONFLICT_OTHER_POLL in str(call.response)
+    ]
+
+
+def test_one_replica_polls_and_another_takes_over_after_kill_9(
+    tmp_path: Path, pg_server: PostgresServer
+) -> None:
+    with TelegramEmulator(TOKEN) as tg, OpenAIEmulator(api_key=API_KEY) as oai:
+        env = base_env(tg, oai, tmp_path / "unused")
+        env["STORE_URL"] = pg_server.create_database()
+        with Replicas(env, tmp_path, count=3, webhook=False) as replicas:
+            replicas.wait_healthy()  # standbys are healthy: they do their part
+            leader = replicas.wait_one_leader()
+            first = tg.send_message(chat_id=USER, user_id=USER, text="/image before the crash")
+            asked = [(USER, first["message"]["message_id"])]
+            _wait_photos(tg, asked)
+
+            leader.kill()
+            started = time.monotonic()
+            successor = replicas.wait_one_leader(timeout=TAKE_OVER)
+            assert successor is not leader
+            second = tg.send_message(chat_id=USER, user_id=USER, text="/image after the crash")
+            asked.append((USER, second["message"]["message_id"]))
+            _wait_photos(tg, asked, timeout=TAKE_OVER + 20)
+            assert time.monotonic() - started < TAKE_OVER + 20
+            _exactly_one_each(tg, asked)
+            replicas.wait_healthy(timeout=10)
+            logs = replicas.stop()
+    for index, (code, log) in logs.items():
+        if index != leader.index:
+            assert code == 0, log[-3000:]
+        assert "Traceback" not in log, log[-3000:]
+        assert PASSWORD not in log and TOKEN not in log
+    assert "another replica polls for updates: this one stands by" in logs[successor.index][1]
+    assert _conflicts(tg) == [], "two replicas polled at once"
+    assert len(oai.api_requests) == 2
+
+
+def test_three_webhook_replicas_behind_a_balancer_answer_each_command_once(
+    tmp_path: Path, pg_server: PostgresServer
+) -> None:
+    with TelegramEmulator(TOKEN) as tg, OpenAIEmulator(api_key=API_KEY) as oai:
+        env = base_env(tg, oai, tmp_path / "unused")
+        env.update(STORE_URL=pg_server.create_database(), DAILY_IMAGE_LIMIT="5")
+        with Replicas(env, tmp_path, count=3, webhook=True) as replicas:
+            replicas.wait_healthy()
+            assert tg.webhook.get("secret_token") == WEBHOOK_SECRET
+            assert len(replicas.leaders()) == 3, "in webhook mode every replica takes updates"
+            with Balancer([replica.webhook for replica in replicas]) as balancer:
+                tg.webhook_target = f"{balancer.url}/hook"
+                asked = []
+                for user in range(USER, USER + 9):
+                    update = tg.send_message(chat_id=user, user_id=user, text=f"/image cat {user}")
+                    asked.append((user, update["message"]["message_id"]))
+                _wait_photos(tg, asked)
+                _exactly_one_each(tg, asked)
+                # The quota is the database's: whichever replica answers knows the booking.
+                usage = tg.send_message(chat_id=USER, user_id=USER, text="/usage")
+                text = _wait_text_reply(tg, usage["message"]["message_id"])
+                assert "1" in text and "5" in text, text
+                served = balancer.served
+            logs = replicas.stop()
+    assert sorted(served) == sorted(replica.webhook for replica in replicas.replicas)
+    assert all(count >= 2 for count in served.values()), served
+    assert not tg.calls_of("getUpdates")
+    assert len(oai.api_requests) == 9
+    for code, log in logs.values():
+        assert code == 0, log[-3000:]
+        assert "Traceback" not in log, log[-3000:]
+        assert PASSWORD not in log and WEBHOOK_SECRET not in log
