@@ -8,11 +8,13 @@ used by `run()` for `python -m bot` and by the tests, so both go through the sam
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import functools
+import hashlib
+import hmac
 import itertools
 import logging
-import secrets
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
@@ -444,17 +446,28 @@ class _HideSecret(logging.Filter):
         return True
 
 
+def derived_webhook_secret(token: str) -> str:
+    """Return the webhook secret of a bot token: HMAC-SHA256, base64url (43 allowed chars)."""
+    digest = hmac.new(token.encode(), b"imagebot webhook secret", hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
 @contextlib.contextmanager
 def _webhook_secret(settings: Settings) -> Iterator[str]:
-    """Yield the webhook secret: the configured one, else a random one kept out of the logs."""
+    """Yield the webhook secret: the configured one, else one derived from the bot token (kept
+    out of the logs)."""
     secret = settings.webhook_secret_token.get()
     if secret or settings.webhook_url is None:
         yield secret
         return
-    # Without a secret anyone who learns the URL could post updates as any user. The formatter
-    # set up in __main__ only knows the configured secrets, so this one is hidden here.
-    secret = secrets.token_urlsafe(32)
-    logger.info("no WEBHOOK_SECRET_TOKEN set: registered a random one for this run")
+    # Without a secret anyone who learns the URL could post updates as any user. Derived from
+    # the token, every replica of the bot registers and checks the same one without being told
+    # (a random one per process would leave all but the last to start refusing Telegram's
+    # posts); it reveals nothing of the token, and whoever has the token could set a webhook
+    # anyway. The formatter set up in __main__ only knows the configured secrets, so this one
+    # is hidden here.
+    secret = derived_webhook_secret(settings.telegram_bot_token.get())
+    logger.info("no WEBHOOK_SECRET_TOKEN set: registered one derived from the bot token")
     hide = _HideSecret(secret)
     loggers = [logging.getLogger(name) for name in TELEGRAM_LOGGERS]
     for item in loggers:

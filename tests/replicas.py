@@ -27,7 +27,6 @@ from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 WEBHOOK_URL = "https://bot.example.org/hook"
-WEBHOOK_SECRET = "replicas-share-this-Secret-0123456789"
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
 
@@ -54,7 +53,6 @@ class Replica:
                 WEBHOOK_URL=WEBHOOK_URL,
                 WEBHOOK_LISTEN="127.0.0.1",
                 WEBHOOK_PORT=str(self.webhook_port),
-                WEBHOOK_SECRET_TOKEN=WEBHOOK_SECRET,
             )
         with self.log.open("w") as log:
             self.proc = subprocess.Popen(

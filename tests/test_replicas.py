@@ -7,12 +7,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from bot.app import derived_webhook_secret
 from tests.conftest import API_KEY, TOKEN, USER, base_env
 from tests.emulators.balancer import Balancer
 from tests.emulators.openai_images import OpenAIEmulator
 from tests.emulators.telegram_api import CONFLICT_OTHER_POLL, TelegramEmulator
 from tests.pg import PASSWORD, PostgresServer
-from tests.replicas import WEBHOOK_SECRET, Replicas
+from tests.replicas import Replicas
 from tests.test_subprocess import _wait_text_reply
 
 TAKE_OVER = 15.0  # seconds: the lock is free at once, a standby asks every 2 s (margin: CI)
@@ -91,7 +92,9 @@ def test_three_webhook_replicas_behind_a_balancer_answer_each_command_once(
         env.update(STORE_URL=pg_server.create_database(), DAILY_IMAGE_LIMIT="5")
         with Replicas(env, tmp_path, count=3, webhook=True) as replicas:
             replicas.wait_healthy()
-            assert tg.webhook.get("secret_token") == WEBHOOK_SECRET
+            # No WEBHOOK_SECRET_TOKEN: each replica derives the same secret from the token.
+            secret = derived_webhook_secret(TOKEN)
+            assert tg.webhook.get("secret_token") == secret
             assert len(replicas.leaders()) == 3, "in webhook mode every replica takes updates"
             with Balancer([replica.webhook for replica in replicas]) as balancer:
                 tg.webhook_target = f"{balancer.url}/hook"
@@ -114,4 +117,4 @@ def test_three_webhook_replicas_behind_a_balancer_answer_each_command_once(
     for code, log in logs.values():
         assert code == 0, log[-3000:]
         assert "Traceback" not in log, log[-3000:]
-        assert PASSWORD not in log and WEBHOOK_SECRET not in log
+        assert PASSWORD not in log and secret not in log
