@@ -221,7 +221,7 @@ def build_application(
         .get_updates_request(polling or PollingRequest())
         .base_url(settings.bot_api_base_url)
         .base_file_url(settings.bot_file_base_url)
-        .rate_limiter(FloodControl(metrics=services.metrics))
+        .rate_limiter(FloodControl(FloodGate(shared=services.store.pace), metrics=services.metrics))
         # Queued generations hold an update slot while they wait; keep room for everyone else.
         .concurrent_updates(CONCURRENT_UPDATES)
         .defaults(Defaults(allow_sending_without_reply=True))

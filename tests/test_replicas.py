@@ -16,6 +16,7 @@ from tests.pg import PASSWORD, PostgresServer
 from tests.replicas import Replicas
 from tests.test_subprocess import _wait_text_reply
 
+BURST = 60  # pictures asked at once, in the webhook test
 TAKE_OVER = 15.0  # seconds: the lock is free at once, a standby asks every 2 s (margin: CI)
 
 
@@ -104,6 +105,14 @@ def test_three_webhook_replicas_behind_a_balancer_answer_each_command_once(
                     asked.append((user, update["message"]["message_id"]))
                 _wait_photos(tg, asked)
                 _exactly_one_each(tg, asked)
+                # A burst over Telegram's ~30 a second for the bot: the replicas share one
+                # budget (25 a second) in the database, so Telegram refuses none of it.
+                burst = []
+                for user in range(USER + 100, USER + 100 + BURST):
+                    update = tg.send_message(chat_id=user, user_id=user, text=f"/image dog {user}")
+                    burst.append((user, update["message"]["message_id"]))
+                _wait_photos(tg, burst)
+                _exactly_one_each(tg, burst)
                 # The quota is the database's: whichever replica answers knows the booking.
                 usage = tg.send_message(chat_id=USER, user_id=USER, text="/usage")
                 text = _wait_text_reply(tg, usage["message"]["message_id"])
@@ -113,7 +122,8 @@ def test_three_webhook_replicas_behind_a_balancer_answer_each_command_once(
     assert sorted(served) == sorted(replica.webhook for replica in replicas.replicas)
     assert all(count >= 2 for count in served.values()), served
     assert not tg.calls_of("getUpdates")
-    assert len(oai.api_requests) == 9
+    assert len(oai.api_requests) == 9 + BURST
+    assert [call.method for call in tg.calls if call.status == 429] == []
     for code, log in logs.values():
         assert code == 0, log[-3000:]
         assert "Traceback" not in log, log[-3000:]

@@ -199,6 +199,11 @@ class Store(Protocol):
         """Answer a trivial query, or raise StoreError (the health check)."""
         ...
 
+    async def pace(self, key: str, *, per_second: float, burst: int, weight: int) -> float | None:
+        """Book messages on a flood bucket every replica shares (`bot.flood.SharedPace`);
+        return the seconds to wait, None when there is nothing shared to ask."""
+        ...
+
     def leadership(self) -> Leadership:
         """Return the election of the one replica that polls (`bot.leadership`)."""
         ...

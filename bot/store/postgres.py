@@ -137,6 +137,16 @@ SELECT
 """
 
 
+# Book a flood bucket's slots and return how long until they may go (see `PostgresStore.pace`).
+_PACE = """
+INSERT INTO flood_buckets AS b (key, tat)
+VALUES (%(key)s, EXTRACT(EPOCH FROM clock_timestamp()) + %(cost)s)
+ON CONFLICT (key) DO UPDATE
+  SET tat = GREATEST(b.tat, EXTRACT(EPOCH FROM clock_timestamp())) + %(cost)s
+RETURNING b.tat - %(window)s - EXTRACT(EPOCH FROM clock_timestamp())
+"""
+
+
 class PostgresStore:
     """`Store` backed by a PostgreSQL database through a pool of async psycopg connections."""
 
@@ -153,6 +163,7 @@ class PostgresStore:
         self._clock = clock
         self._scrub = scrub
         self._leadership = leadership
+        self._pace_failing = False
         self._originals = PostgresOriginals(
             self, keep=ORIGINALS_KEEP, max_bytes=originals_max_bytes
         )
@@ -240,6 +251,39 @@ class PostgresStore:
             originals_max_bytes=originals_max_bytes,
             leadership=PostgresLeadership(url, scrub=scrub),
         )
+
+    async def pace(self, key: str, *, per_second: float, burst: int, weight: int) -> float | None:
+        """Book `weight` messages on the flood bucket `key` all replicas share; return the
+        seconds to wait for them (None when the database cannot be asked: pace locally).
+
+        GCRA in one statement: the bucket's theoretical arrival time moves on by `weight`
+        intervals from now or from where it was, whichever is later, and the messages may go
+        when it is at most `burst` intervals ahead of now. The row lock orders replicas that
+        book at once; the server's clock is the one clock they share.
+        """
+        interval = 1.0 / per_second
+        try:
+            async with self.connection() as conn:
+                (wait,) = await _row(
+                    conn,
+                    _PACE,
+                    {
+                        "key": key,
+                        "cost": weight * interval,
+                        "window": burst * interval,
+                    },
+                )
+        except StoreError as exc:
+            if not self._pace_failing:
+                logger.warning(
+                    "shared flood pacing unavailable, pacing this replica alone: %s", exc
+                )
+            self._pace_failing = True
+            return None
+        if self._pace_failing:
+            logger.info("shared flood pacing is back")
+            self._pace_failing = False
+        return max(0.0, float(wait))
 
     def leadership(self) -> PostgresLeadership:
         """Return the election of the replica that polls (a session advisory lock)."""

@@ -76,6 +76,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             position INTEGER NOT NULL, filename TEXT NOT NULL, data BYTEA NOT NULL,
             PRIMARY KEY (result_id, position))""",
     ),
+    (
+        # Telegram's flood limits shared by the replicas (`PostgresStore.pace`): one GCRA bucket
+        # per key ("bot", "group:<id>"), `tat` its theoretical arrival time in epoch seconds of
+        # the server's clock.
+        """CREATE TABLE flood_buckets (
+            key TEXT PRIMARY KEY, tat DOUBLE PRECISION NOT NULL)""",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

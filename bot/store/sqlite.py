@@ -227,6 +227,10 @@ class SqliteStore:
         """Return the kept originals, on disk in ``originals/`` beside the database."""
         return self._originals
 
+    async def pace(self, key: str, *, per_second: float, burst: int, weight: int) -> float | None:
+        """Return None: one process per database, its own flood windows pace it."""
+        return None
+
     def leadership(self) -> AlwaysLeader:
         """Return the polling leadership: one process per database file always leads."""
         return AlwaysLeader()
