@@ -34,7 +34,7 @@ from bot.handlers.delivery import (
     send_pictures,
     spool_dir,
 )
-from bot.handlers.keyboards import result_keyboard
+from bot.handlers.keyboards import cancel_keyboard, result_keyboard
 from bot.handlers.progress import Progress
 from bot.handlers.replies import error_text
 from bot.handlers.services import Services
@@ -48,6 +48,7 @@ from bot.prompt import (
     merge_options,
     parse_image_args,
 )
+from bot.running import Cancelled, RunningRequest
 from bot.store import StoreError
 
 logger = logging.getLogger(__name__)
@@ -223,7 +224,10 @@ async def run_generation(
     except UserBusy as exc:
         await reply_plain(reply_to, reply_for(services, lang, exc))
         return []
-    async with ticket:
+    running = services.running.track(
+        user_id=user.id, chat_id=chat.id, message_id=reply_to.message_id
+    )
+    async with ticket, running as request:
         # Quota, Stars credits and the daily budget, booked together and settled together.
         hold = await billing.reserve(
             services,
@@ -250,13 +254,16 @@ async def run_generation(
                 message=reply_to,
                 ticket=ticket,
                 status_delay=settings.status_message_delay_seconds,
-                queued_text=texts.get(lang, "status.queued"),
-                working_text=texts.get(lang, "status.working"),
+                texts=texts,
+                lang=lang,
                 in_group=is_group(chat),
+                estimate=services.generation_times.estimate(
+                    model=description.model, quality=description.quality
+                ),
+                cancel_markup=cancel_keyboard(texts, lang, request.id),
+                request=request,
             )
             async with progress:
-                if not ticket.try_acquire():
-                    await ticket.wait()
                 # The images client holds the one deadline (IMAGE_TIMEOUT_SECONDS) of the call.
                 # No name here keeps the result: `_deliver` frees the pictures once spooled.
                 delivered, images_delivered = await _deliver(
@@ -266,9 +273,21 @@ async def run_generation(
                     chat=chat,
                     lang=lang,
                     job=job,
-                    result=await _charged_call(services, job, ticket, hold),
+                    result=await request.run(
+                        _queued_call(
+                            services,
+                            job=job,
+                            ticket=ticket,
+                            hold=hold,
+                            progress=progress,
+                            request=request,
+                        )
+                    ),
                 )
             outcome = "ok"
+        except Cancelled:
+            outcome = "cancelled"  # nothing delivered: `settle` gives the quota back
+            await reply_plain(reply_to, texts.get(lang, "cancel.done"))
         except ImagesError as exc:
             outcome = exc.kind
             logger.warning("generation failed for user %s: %s", user.id, exc.kind)
@@ -288,6 +307,29 @@ async def run_generation(
                 outcome=outcome,
             )
         return delivered
+
+
+async def _queued_call(
+    services: Services,
+    *,
+    job: Job,
+    ticket: Ticket,
+    hold: billing.Hold,
+    progress: Progress,
+    request: RunningRequest,
+) -> ImagesResult:
+    """Wait for a slot and make the call: the part of a request ❌ Cancel can stop."""
+    if not ticket.try_acquire():
+        await ticket.wait()
+    progress.running()
+    result = await _charged_call(services, job, ticket, hold)
+    request.close()  # the pictures are paid for and on their way: too late to cancel
+    seconds = progress.running_for()
+    if seconds is not None:
+        services.generation_times.record(
+            model=job.description.model, quality=job.description.quality, seconds=seconds
+        )
+    return result
 
 
 async def _charged_call(

@@ -2,9 +2,12 @@
 
 The "sending photo" action is refreshed about every 4 s (Telegram shows it for 5 s). A status
 message appears at once when the request has to queue, or after `STATUS_MESSAGE_DELAY_SECONDS` of
-waiting otherwise; it is edited only when its text changes and never more often than every
-`MIN_EDIT_INTERVAL` seconds (longer in groups), so group flood limits are not approached, and it is
-deleted when the result arrives.
+waiting otherwise. It tells the truth: the queue position while queued, then the time spent drawing
+and, once the bot has seen pictures of that model and quality, how long they usually take (the
+median of the recent ones, `bot.eta`). It carries the ❌ Cancel button of the request. It is
+edited only when its text changes and never more often than every `MIN_EDIT_INTERVAL` seconds
+(`MIN_EDIT_INTERVAL_GROUP` in groups, where Telegram allows about 20 messages a minute for the
+whole group and the bot's edits count), and it is deleted when the result arrives.
 """
 
 from __future__ import annotations
@@ -13,13 +16,17 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from types import TracebackType
 
-from telegram import Message
+from telegram import InlineKeyboardMarkup, Message
 from telegram.constants import ChatAction
 from telegram.error import TelegramError
 
+from bot.eta import rounded_seconds
+from bot.i18n import Texts
 from bot.limiter import Ticket
+from bot.running import RunningRequest
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +36,38 @@ ACTION_EVERY = 4.0
 FIRST_ACTION_AFTER = 0.5
 TICK = 0.5
 MIN_EDIT_INTERVAL = 5.0
-MIN_EDIT_INTERVAL_GROUP = 15.0
+# Three requests drawing at once in a group then cost 6 of the group's 20 messages a minute.
+MIN_EDIT_INTERVAL_GROUP = 30.0
+
+
+def edit_interval(*, in_group: bool) -> float:
+    """Return the least time between two edits of one status message."""
+    return MIN_EDIT_INTERVAL_GROUP if in_group else MIN_EDIT_INTERVAL
+
+
+def status_text(
+    texts: Texts,
+    lang: str,
+    *,
+    position: int,
+    running_for: float | None,
+    estimate: float | None,
+    waited: float,
+    status_delay: float,
+) -> str:
+    """Return the status to show now ("" for none yet): queued, or drawing for how long."""
+    if position:
+        return texts.get(lang, "status.queued", position=position)
+    if waited < status_delay:
+        return ""
+    if running_for is None:
+        return texts.get(lang, "status.working")
+    elapsed = rounded_seconds(running_for)
+    if estimate is None:
+        return texts.get(lang, "status.running", elapsed=elapsed)
+    return texts.get(
+        lang, "status.running_eta", elapsed=elapsed, estimate=rounded_seconds(estimate)
+    )
 
 
 class Progress:
@@ -41,16 +79,24 @@ class Progress:
         message: Message,
         ticket: Ticket,
         status_delay: float,
-        queued_text: str,
-        working_text: str,
+        texts: Texts,
+        lang: str,
         in_group: bool,
+        estimate: float | None = None,
+        cancel_markup: InlineKeyboardMarkup | None = None,
+        request: RunningRequest | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._message = message
         self._ticket = ticket
         self._status_delay = status_delay
-        self._queued_text = queued_text
-        self._working_text = working_text
-        self._edit_interval = MIN_EDIT_INTERVAL_GROUP if in_group else MIN_EDIT_INTERVAL
+        self._texts = texts
+        self._lang = lang
+        self._estimate = estimate
+        self._markup = cancel_markup
+        self._request = request
+        self._monotonic = monotonic
+        self._edit_interval = edit_interval(in_group=in_group)
         self._status: Message | None = None
         # The status message's own send, shielded: if the result arrives while it is in flight,
         # Telegram still creates the message, so `remove_status` waits for it and deletes it.
@@ -58,6 +104,17 @@ class Progress:
         self._shown = ""
         self._task: asyncio.Task[None] | None = None
         self._thread_id = message.message_thread_id if message.is_topic_message else None
+        self._running_since: float | None = None
+
+    def running(self) -> None:
+        """The request holds a generation slot now: the drawing time starts."""
+        self._running_since = self._monotonic()
+
+    def running_for(self) -> float | None:
+        """Return how long the request has been drawing (None while it waits)."""
+        if self._running_since is None:
+            return None
+        return self._monotonic() - self._running_since
 
     async def __aenter__(self) -> Progress:
         self._task = asyncio.create_task(self._run(), name="progress")
@@ -91,19 +148,22 @@ class Progress:
                 logger.debug("could not delete status message: %s", exc)
 
     def _wanted(self, waited: float) -> str:
-        position = self._ticket.position
-        if position:
-            return self._queued_text.format(position=position)
-        if waited >= self._status_delay:
-            return self._working_text
-        return ""
+        return status_text(
+            self._texts,
+            self._lang,
+            position=self._ticket.position,
+            running_for=self.running_for(),
+            estimate=self._estimate,
+            waited=waited,
+            status_delay=self._status_delay,
+        )
 
     async def _run(self) -> None:
-        started = time.monotonic()
+        started = self._monotonic()
         next_action = started + FIRST_ACTION_AFTER
         last_edit = -1e9
         while True:
-            now = time.monotonic()
+            now = self._monotonic()
             if now >= next_action:
                 next_action = now + ACTION_EVERY
                 await self._chat_action()
@@ -126,10 +186,15 @@ class Progress:
     async def _show(self, text: str) -> None:
         try:
             if self._status is None:
-                self._sending = asyncio.ensure_future(self._message.reply_text(text, do_quote=True))
+                self._sending = asyncio.ensure_future(
+                    self._message.reply_text(text, do_quote=True, reply_markup=self._markup)
+                )
                 self._status = await asyncio.shield(self._sending)
+                if self._request is not None:
+                    self._request.attach(self._status.message_id)
             else:
-                await self._status.edit_text(text)
+                # An edit without the keyboard would remove the Cancel button.
+                await self._status.edit_text(text, reply_markup=self._markup)
             self._shown = text
         except TelegramError as exc:
             logger.debug("status message failed: %s", exc)
