@@ -137,6 +137,8 @@ async def open_services(settings: Settings, *, clock: Clock = utc_now) -> Servic
         max_response_bytes=settings.image_max_response_bytes,
         max_connections=max(settings.max_concurrent_generations * 2, 8),
         pacer=limiter,
+        stream_previews=settings.stream_previews,
+        preview_images=settings.preview_images,
     )
     return Services(
         settings=settings,

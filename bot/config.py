@@ -57,8 +57,13 @@ ENV_VARS: tuple[str, ...] = (
     "MODEL_PRICES",
     "STARS_PER_IMAGE",
     "STAR_PACKS",
+    "STREAM_PREVIEWS",
+    "PREVIEW_IMAGES",
 )
 """Every environment variable `load_settings` reads, in the order of the contract table."""
+
+STREAM_MODES: tuple[str, ...] = ("auto", "on", "off")
+"""STREAM_PREVIEWS: auto streams the models known to stream (the GPT image family)."""
 
 LOG_LEVELS: tuple[str, ...] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -178,6 +183,8 @@ class Settings:
     )
     stars_per_image: int = 0
     star_packs: tuple[int, ...] = DEFAULT_STAR_PACKS
+    stream_previews: str = "auto"
+    preview_images: int = 2
 
     def __post_init__(self) -> None:
         # Normalize values given directly (tests, other callers) the way load_settings does.
@@ -703,6 +710,13 @@ def load_settings(env: Mapping[str, str], *, require_telegram: bool = True) -> S
         f"a whole number of Stars from 0 to {MAX_STARS}",
     )
     star_packs = _read_star_packs(r, stars_per_image)
+    stream_previews = r.parsed(
+        "STREAM_PREVIEWS",
+        "auto",
+        lambda value: value.lower() if value.lower() in STREAM_MODES else None,
+        "one of " + ", ".join(STREAM_MODES),
+    )
+    preview_images = r.parsed("PREVIEW_IMAGES", 2, _parse_int(1, 3), "a whole number from 1 to 3")
     if r.problems:
         raise ConfigError(r.problems)
     return Settings(
@@ -742,4 +756,6 @@ def load_settings(env: Mapping[str, str], *, require_telegram: bool = True) -> S
         model_prices=model_prices,
         stars_per_image=stars_per_image,
         star_packs=star_packs,
+        stream_previews=stream_previews,
+        preview_images=preview_images,
     )

@@ -129,6 +129,8 @@ def test_every_field_is_set_from_the_environment() -> None:
         "MODEL_PRICES": '{"dall-e-3": {"per_image": 0.04}}',
         "STARS_PER_IMAGE": "5",
         "STAR_PACKS": "50, 10,200",
+        "STREAM_PREVIEWS": "ON",
+        "PREVIEW_IMAGES": "3",
     }
     assert set(env) == set(ENV_VARS)
     s = load_settings(env)
@@ -175,6 +177,8 @@ def test_every_field_is_set_from_the_environment() -> None:
     assert s.stars_per_image == 5
     assert s.stars_enabled
     assert s.star_packs == (10, 50, 200)
+    assert s.stream_previews == "on"
+    assert s.preview_images == 3
 
 
 def test_settings_is_frozen_and_mappings_are_read_only() -> None:
@@ -308,6 +312,21 @@ def test_header_value_with_a_tab_is_fine() -> None:
 @pytest.mark.parametrize("value", ["0", "-1", "1.5", "lots", "4097"])
 def test_bad_max_response(value: str) -> None:
     assert "megabytes" in single_problem("IMAGE_MAX_RESPONSE_MB", value)
+
+
+@pytest.mark.parametrize("value", ["yes", "true", "1", "stream"])
+def test_bad_stream_previews(value: str) -> None:
+    assert "auto, on, off" in single_problem("STREAM_PREVIEWS", value)
+
+
+@pytest.mark.parametrize("value", ["0", "4", "two", "1.5"])
+def test_bad_preview_images(value: str) -> None:
+    assert "1 to 3" in single_problem("PREVIEW_IMAGES", value)
+
+
+def test_stream_settings_default_to_auto_with_two_previews() -> None:
+    s = load()
+    assert (s.stream_previews, s.preview_images) == ("auto", 2)
 
 
 @pytest.mark.parametrize("name", ["ALLOWED_USER_IDS", "ALLOWED_CHAT_IDS", "ADMIN_USER_IDS"])

@@ -16,7 +16,7 @@ from bot.images.errors import (
     ImagesTimeout,
     ImagesUnavailable,
 )
-from bot.images.types import GeneratedImage, ImagesResult, sniff_format
+from bot.images.types import GeneratedImage, ImagesResult, OnPartial, PartialImage, sniff_format
 
 __all__ = [
     "GeneratedImage",
@@ -30,6 +30,8 @@ __all__ = [
     "ImagesResult",
     "ImagesTimeout",
     "ImagesUnavailable",
+    "OnPartial",
+    "PartialImage",
     "build_generation_body",
     "sniff_format",
 ]
