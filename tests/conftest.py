@@ -58,6 +58,9 @@ def base_env(tg: TelegramEmulator, oai: OpenAIEmulator, data_dir: Path) -> dict[
         "DATA_DIR": str(data_dir),
         "STATUS_MESSAGE_DELAY_SECONDS": "0.5",
         "LOG_LEVEL": "DEBUG",
+        # Streamed previews are tested where they are the subject (test_e2e_previews.py); the
+        # other tests see the plain answers their assertions count.
+        "STREAM_PREVIEWS": "off",
     }
 
 

@@ -39,7 +39,7 @@ from bot.handlers.progress import Progress
 from bot.handlers.replies import error_text
 from bot.handlers.services import Services
 from bot.handlers.sources import fetch_source
-from bot.images import ImagesError, ImagesResult
+from bot.images import ImagesError, ImagesResult, OnPartial
 from bot.limiter import Ticket, UserBusy
 from bot.prompt import (
     EmptyPrompt,
@@ -273,6 +273,7 @@ async def run_generation(
                     chat=chat,
                     lang=lang,
                     job=job,
+                    progress=progress,
                     result=await request.run(
                         _queued_call(
                             services,
@@ -322,7 +323,7 @@ async def _queued_call(
     if not ticket.try_acquire():
         await ticket.wait()
     progress.running()
-    result = await _charged_call(services, job, ticket, hold)
+    result = await _charged_call(services, job, ticket, hold, on_partial=progress.show_partial)
     request.close()  # the pictures are paid for and on their way: too late to cancel
     seconds = progress.running_for()
     if seconds is not None:
@@ -333,10 +334,15 @@ async def _queued_call(
 
 
 async def _charged_call(
-    services: Services, job: Job, ticket: Ticket, hold: billing.Hold
+    services: Services,
+    job: Job,
+    ticket: Ticket,
+    hold: billing.Hold,
+    *,
+    on_partial: OnPartial | None = None,
 ) -> ImagesResult:
     """Make the paid call and note its cost on the hold."""
-    result = await _call_images(services, job, ticket)
+    result = await _call_images(services, job, ticket, on_partial=on_partial)
     hold.charge(result)
     return result
 
@@ -355,19 +361,23 @@ async def _with_source(services: Services, job: Job, *, reply_to: Message, lang:
     return replace(job, source=source)
 
 
-async def _call_images(services: Services, job: Job, ticket: Ticket) -> ImagesResult:
+async def _call_images(
+    services: Services, job: Job, ticket: Ticket, *, on_partial: OnPartial | None = None
+) -> ImagesResult:
     """Make the paid call; its generation slot is free again as soon as the call is over."""
     try:
-        return await _images_call(services, job)
+        return await _images_call(services, job, on_partial=on_partial)
     finally:
         # The upload and its flood-control waits need no slot (the user's claim lasts).
         ticket.release_slot()
 
 
-async def _images_call(services: Services, job: Job) -> ImagesResult:
+async def _images_call(
+    services: Services, job: Job, *, on_partial: OnPartial | None = None
+) -> ImagesResult:
     images, description = services.images, job.description
     if job.kind == "edit" and job.source is not None:
-        return await images.edit(description, job.caps, image=job.source)
+        return await images.edit(description, job.caps, image=job.source, on_partial=on_partial)
     if job.kind == "variation" and job.source is not None:
         return await images.variation(
             model=description.model,
@@ -376,7 +386,7 @@ async def _images_call(services: Services, job: Job) -> ImagesResult:
             n=description.n,
             size=description.size,
         )
-    return await images.generate(description, job.caps)
+    return await images.generate(description, job.caps, on_partial=on_partial)
 
 
 async def _deliver(
@@ -387,6 +397,7 @@ async def _deliver(
     chat: Chat,
     lang: str,
     job: Job,
+    progress: Progress | None = None,
     result: ImagesResult,
 ) -> tuple[list[Message], int]:
     revised = next((i.revised_prompt for i in result.images if i.revised_prompt), None)
@@ -422,6 +433,7 @@ async def _deliver(
             pictures=pictures,
             result_id=result_id,
             revised=revised,
+            progress=progress,
         )
     finally:
         discard(pictures)  # whatever was not moved into the originals
@@ -438,6 +450,7 @@ async def _send_and_keep(
     pictures: list[Picture],
     result_id: str,
     revised: str | None,
+    progress: Progress | None = None,
 ) -> tuple[list[Message], int]:
     texts = services.texts
     caption = build_caption(
@@ -447,6 +460,8 @@ async def _send_and_keep(
     )
     markup = result_keyboard(services.texts, lang, result_id)
     originals = [(p.filename, p.data) for p in pictures]
+    # A streamed preview becomes the result (one photo) or goes once the result is sent.
+    preview = await progress.hand_over_preview() if progress is not None else None
     try:
         sent = await send_pictures(
             reply_to,
@@ -455,6 +470,7 @@ async def _send_and_keep(
             as_file=job.as_file,
             upload_limit=services.settings.telegram_upload_limit_bytes,
             reply_markup=markup if len(pictures) == 1 else None,
+            replace=preview,
         )
     except MaybeDelivered as exc:
         # Telegram most likely posted them (with their buttons): count them, say nothing more.

@@ -8,6 +8,13 @@ median of the recent ones, `bot.eta`). It carries the ❌ Cancel button of the r
 edited only when its text changes and never more often than every `MIN_EDIT_INTERVAL` seconds
 (`MIN_EDIT_INTERVAL_GROUP` in groups, where Telegram allows about 20 messages a minute for the
 whole group and the bot's edits count), and it is deleted when the result arrives.
+
+When the images service streams previews (`show_partial`, the images client's `on_partial`), the
+first one replaces the status message with a photo replying to the command ("Preview 1 of 2 ·
+14 s", with the same Cancel button) and later ones edit that photo's media, at most every
+`PREVIEW_EDIT_INTERVAL` seconds (`PREVIEW_EDIT_INTERVAL_GROUP` in groups); a preview Telegram
+refuses is skipped. Delivery takes the preview over (`hand_over_preview`) to put the final picture
+in its place, or to delete it after sending an album or a document.
 """
 
 from __future__ import annotations
@@ -19,12 +26,13 @@ import time
 from collections.abc import Callable
 from types import TracebackType
 
-from telegram import InlineKeyboardMarkup, Message
+from telegram import InlineKeyboardMarkup, InputMediaPhoto, Message
 from telegram.constants import ChatAction
 from telegram.error import TelegramError
 
 from bot.eta import rounded_seconds
 from bot.i18n import Texts
+from bot.images import PartialImage
 from bot.limiter import Ticket
 from bot.running import RunningRequest
 
@@ -38,6 +46,9 @@ TICK = 0.5
 MIN_EDIT_INTERVAL = 5.0
 # Three requests drawing at once in a group then cost 6 of the group's 20 messages a minute.
 MIN_EDIT_INTERVAL_GROUP = 30.0
+PREVIEW_EDIT_INTERVAL = 3.0
+PREVIEW_EDIT_INTERVAL_GROUP = 15.0
+PREVIEW_UPLOAD_TIMEOUT = 20.0
 
 
 def edit_interval(*, in_group: bool) -> float:
@@ -97,6 +108,14 @@ class Progress:
         self._request = request
         self._monotonic = monotonic
         self._edit_interval = edit_interval(in_group=in_group)
+        self._preview_interval = PREVIEW_EDIT_INTERVAL_GROUP if in_group else PREVIEW_EDIT_INTERVAL
+        # The status message and the preview change one at a time.
+        self._lock = asyncio.Lock()
+        self._preview: Message | None = None
+        # Like the status message's send: a preview upload cut short still creates the photo.
+        self._preview_sending: asyncio.Future[Message] | None = None
+        self._preview_at = float("-inf")
+        self._handed_over = False
         self._status: Message | None = None
         # The status message's own send, shielded: if the result arrives while it is in flight,
         # Telegram still creates the message, so `remove_status` waits for it and deletes it.
@@ -130,7 +149,77 @@ class Progress:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self.remove_status()
+        async with self._lock:
+            await self.remove_status()
+            preview = await self._take_preview()
+        if preview is not None and not self._handed_over:
+            try:
+                await preview.delete()
+            except TelegramError as err:
+                logger.debug("could not delete the preview: %s", err)
+
+    async def hand_over_preview(self) -> Message | None:
+        """Stop showing previews and return the preview message, now the caller's to replace."""
+        async with self._lock:
+            self._handed_over = True
+            return await self._take_preview()
+
+    async def _take_preview(self) -> Message | None:
+        sending, self._preview_sending = self._preview_sending, None
+        if self._preview is None and sending is not None:
+            try:
+                self._preview = await sending
+            except TelegramError as exc:
+                logger.debug("preview failed: %s", exc)
+        preview, self._preview = self._preview, None
+        return preview
+
+    async def show_partial(self, partial: PartialImage) -> None:
+        """Show a streamed preview: the first replaces the status message, later ones edit it."""
+        async with self._lock:
+            if self._handed_over:
+                return
+            now = self._monotonic()
+            if self._preview is not None and now - self._preview_at < self._preview_interval:
+                logger.debug(
+                    "preview %s skipped: the last one is too recent", partial.partial_index
+                )
+                return
+            running_for = self.running_for()
+            caption = self._texts.get(
+                self._lang,
+                "preview.caption",
+                index=partial.partial_index + 1,
+                total=max(partial.previews, partial.partial_index + 1),
+                elapsed=rounded_seconds(partial.elapsed if running_for is None else running_for),
+            )
+            try:
+                if self._preview is None:
+                    self._preview_sending = asyncio.ensure_future(
+                        self._message.reply_photo(
+                            partial.data,
+                            caption=caption,
+                            do_quote=True,
+                            reply_markup=self._markup,
+                            read_timeout=PREVIEW_UPLOAD_TIMEOUT,
+                            write_timeout=PREVIEW_UPLOAD_TIMEOUT,
+                        )
+                    )
+                    self._preview = await asyncio.shield(self._preview_sending)
+                    self._preview_sending = None
+                    if self._request is not None:
+                        self._request.attach(self._preview.message_id)
+                    await self.remove_status()
+                else:
+                    await self._preview.edit_media(
+                        InputMediaPhoto(partial.data, caption=caption),
+                        reply_markup=self._markup,
+                        read_timeout=PREVIEW_UPLOAD_TIMEOUT,
+                        write_timeout=PREVIEW_UPLOAD_TIMEOUT,
+                    )
+                self._preview_at = now
+            except TelegramError as exc:  # a refused preview is skipped, never fatal
+                logger.info("preview %s not shown: %s", partial.partial_index, exc)
 
     async def remove_status(self) -> None:
         """Delete the status message if one was shown (or is still being sent)."""
@@ -170,7 +259,9 @@ class Progress:
             wanted = self._wanted(now - started)
             if wanted and wanted != self._shown and now - last_edit >= self._edit_interval:
                 last_edit = now
-                await self._show(wanted)
+                async with self._lock:
+                    if self._preview is None and not self._handed_over:
+                        await self._show(wanted)
             await asyncio.sleep(TICK)
 
     async def _chat_action(self) -> None:
