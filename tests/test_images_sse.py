@@ -104,7 +104,7 @@ def test_a_partial_image_event_is_decoded() -> None:
 def test_a_completed_event_keeps_its_usage() -> None:
     usage = {"total_tokens": 5, "input_tokens": 2, "output_tokens": 3}
     read = read_event(
-        "edits", None, event("image_edit.completed", b64_json=B64, usage=usage, **META)
+        "edits", None, event("image_edit.completed", b64_json=B64, usage=usage, error=None, **META)
     )
     assert (read.kind, read.data, read.meta["usage"]) == ("completed", PNG, usage)
 

@@ -13,6 +13,7 @@ from PIL import Image
 
 from bot.capabilities import ImageDescription, caps_for, resolve
 from bot.images import (
+    ImagesBadRequest,
     ImagesClient,
     ImagesRefused,
     ImagesTimeout,
@@ -20,30 +21,18 @@ from bot.images import (
     PartialImage,
 )
 from bot.prompt import ImageOptions
+from tests.conftest import API_KEY
 from tests.emulators.openai_images import Fault, OpenAIEmulator, big_picture, render_picture
 
-API_KEY = "sk-test-stream-0123456789"
 GPT = "gpt-image-1.5"
 WAIT = 10.0  # generous bound on every wait of these tests (a loaded 2-core machine)
 
 
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[OpenAIEmulator]:
-    with OpenAIEmulator(api_key=API_KEY) as emu:
-        yield emu
-
-
 @pytest.fixture
-def emu(emulator: OpenAIEmulator) -> Iterator[OpenAIEmulator]:
-    emulator.reset()
-    emulator.big_pictures = False
-    emulator.streaming = "sse"
-    emulator.partial_delays = ()
-    emulator.final_delay = 0.0
-    emulator.sse_done = False
-    emulator.stream_chunk_bytes = None
-    yield emulator
-    assert emulator.invalid_requests == []
+def emu(oai: OpenAIEmulator) -> Iterator[OpenAIEmulator]:
+    """A fresh images emulator (conftest's `oai`) that must see only valid requests."""
+    yield oai
+    assert oai.invalid_requests == []
 
 
 def make_client(emu: OpenAIEmulator, **overrides: Any) -> ImagesClient:
@@ -151,16 +140,17 @@ async def test_without_a_callback_nothing_streams(
     assert emu.streams == []
 
 
-def test_which_models_stream() -> None:
-    def streams(mode: str, model: str) -> bool:
-        return ImagesClient(
+async def test_which_models_stream() -> None:
+    async def streams(mode: str, model: str) -> bool:
+        async with ImagesClient(
             base_url="http://127.0.0.1:9", api_key="", stream_previews=mode
-        ).streams(caps_for(model))
+        ) as client:
+            return client.streams(caps_for(model))
 
-    assert streams("auto", "gpt-image-2") and streams("auto", "chatgpt-image-latest")
-    assert not streams("auto", "dall-e-3") and not streams("auto", "flux-local")
-    assert streams("on", "flux-local") and streams("on", "dall-e-3")
-    assert not streams("off", "gpt-image-2")
+    assert await streams("auto", "gpt-image-2") and await streams("auto", "chatgpt-image-latest")
+    assert not await streams("auto", "dall-e-3") and not await streams("auto", "flux-local")
+    assert await streams("on", "flux-local") and await streams("on", "dall-e-3")
+    assert not await streams("off", "gpt-image-2")
 
 
 async def test_n_above_one_streams_the_first_picture_beside_one_plain_call(
@@ -332,3 +322,42 @@ async def test_the_response_cap_covers_the_whole_stream(emu: OpenAIEmulator) -> 
         with pytest.raises(ImagesUnavailable, match="over"):
             await client.generate(describe(), caps_for(GPT), on_partial=Previews())
     assert len(emu.api_requests) == 1
+
+
+async def test_a_model_that_does_not_stream_with_stream_previews_on(
+    oai: OpenAIEmulator,
+) -> None:
+    # The real service refuses `stream` for dall-e-3 with a 400 naming it: the fan-out's first
+    # call is asked again without streaming, the second never streams.
+    async with make_client(oai, stream_previews="on") as client:
+        result = await client.generate(
+            describe("dall-e-3", count=2), caps_for("dall-e-3"), on_partial=Previews()
+        )
+        assert not client.streams(caps_for("dall-e-3"))
+    assert len(result.images) == 2
+    streamed = [r.json.get("stream") for r in oai.api_requests]
+    assert sorted(streamed, key=str) == [None, None, True]
+    [refused] = oai.invalid_requests
+    assert "stream is only supported for GPT image models" in refused.problems
+
+
+async def test_stream_fields_in_the_extra_body_are_the_clients_own(
+    client: ImagesClient, emu: OpenAIEmulator
+) -> None:
+    extra = {"stream": True, "partial_images": 3, "moderation": "low"}
+    description = resolve(
+        prompt="a yellow alpaca", options=ImageOptions(), caps=caps_for(GPT), extra=extra
+    )
+    await client.generate(description, caps_for(GPT))
+    [request] = emu.api_requests
+    assert "stream" not in request.json and "partial_images" not in request.json
+    assert request.json["moderation"] == "low"
+
+
+async def test_an_error_event_never_shows_the_key(
+    client: ImagesClient, emu: OpenAIEmulator
+) -> None:
+    emu.queue_faults([Fault.stream_error(message=f"Incorrect API key provided: {API_KEY}.")])
+    with pytest.raises(ImagesBadRequest) as info:
+        await client.generate(describe(), caps_for(GPT), on_partial=Previews())
+    assert API_KEY not in str(info.value) and API_KEY not in (info.value.detail or "")

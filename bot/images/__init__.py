@@ -1,7 +1,9 @@
 """The images boundary: the one place that talks to an OpenAI-compatible images API.
 
 `client` holds `ImagesClient` (the only module importing `httpx`); `errors` its exception family
-and the reading of error answers; `bodies` the request bodies; `types` what a call returns.
+and the reading of error answers; `bodies` the request bodies; `types` what a call returns (and
+the streamed `PartialImage`); `sse` the event-stream decoder and `events` the reading of streamed
+events.
 """
 
 from bot.images.bodies import build_generation_body

@@ -26,6 +26,14 @@ when the service cannot have produced pictures:
                                                           (`_DOWNLOAD_ATTEMPTS`), redirects
                                                           followed by hand (`_MAX_REDIRECTS`)
     any 4xx, refusals, quota, auth                        final (see `classify_response`)
+    400/422 naming `stream`/`partial_images` to a stream  POST again at once without
+                                                          streaming (not an attempt); the
+                                                          model no longer streams
+    any 5xx to a stream                                   as above; the model no longer
+                                                          streams (a retry goes without)
+    a stream broken, cut or over the cap after the 200    final: ImagesUnavailable
+    an `error` event in a stream                          final: its kind
+                                                          (`classify_stream_error`)
 
 Why 10 s for a "quick" 502/503/504: a gateway that is overloaded, restarting or has no upstream
 answers at once, while a generation takes longer than that (the fastest image models need 10+ s),
@@ -43,6 +51,12 @@ The answer body is read streaming and capped (`max_response_bytes`, also for dow
 JSON parse and the base64 decode run in a worker thread, off the event loop. The API headers (the
 key, `extra_headers`) are sent only to the API's own origin: a `url` on another origin, or any
 download after a redirect to another origin, gets none. The key is scrubbed from every error.
+
+Streamed previews (`on_partial`, see `streams`): the first picture of a call is asked with
+`stream: true`; its `text/event-stream` answer is read event by event (`bot.images.sse`,
+`bot.images.events`) and each preview handed to `on_partial` from a task of its own (`_Previews`:
+in order, one at a time, bounded, errors swallowed), so a slow callback never holds up the
+stream. Cancelling the call closes the connection at once.
 """
 
 from __future__ import annotations
@@ -803,12 +817,12 @@ class ImagesClient:
                 raise ImagesUnavailable(str(exc)) from exc
             if completed is None:
                 raise ImagesUnavailable("the images API's stream ended before the picture came")
-        except BaseException as exc:
+            await previews.finish()
+        except BaseException as exc:  # failed, cancelled or past the deadline: stop at once
             await previews.close()
             if isinstance(exc, ImagesError):
                 exc.method, exc.url = "POST", url
             raise
-        await previews.finish()
         meta = dict(completed.meta)
         meta.pop("type", None)
         return _Answer(meta=meta, items=[_Item(data=completed.data)])

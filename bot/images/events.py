@@ -66,8 +66,8 @@ def read_event(endpoint: str, name: str | None, data: bytes) -> StreamEvent:
     if not isinstance(payload, dict):
         return _invalid("images API streamed an event that is not a JSON object", final=False)
     kind = payload.get("type")
-    if name == "error" or kind == "error" or "error" in payload:
-        error = payload if "error" in payload else {"error": payload}
+    if name == "error" or kind == "error" or payload.get("error"):
+        error = payload if payload.get("error") else {"error": payload}
         return StreamEvent(kind="error", error=orjson.dumps(error))
     prefix = EVENT_PREFIXES.get(endpoint, "image_generation.")
     if kind == f"{prefix}partial_image":

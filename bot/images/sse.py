@@ -14,12 +14,15 @@ over `max_event_bytes` raises `SSETooLarge` before it is held in memory.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 __all__ = ["SSEDecoder", "SSETooLarge", "ServerSentEvent"]
 
-_EOL = re.compile(rb"\r\n?|\n")
+
+def _copy(buffer: bytearray, start: int, end: int) -> bytes:
+    """Return `buffer[start:end]` as bytes in one copy (a bytearray slice would make two)."""
+    with memoryview(buffer) as view:
+        return bytes(view[start:end])
 
 
 class SSETooLarge(ValueError):
@@ -55,12 +58,25 @@ class SSEDecoder:
         buffer = self._buffer
         buffer += chunk
         events: list[ServerSentEvent] = []
-        start = 0
-        while (end := _EOL.search(buffer, self._scan_from)) is not None:
-            if end.group() == b"\r" and end.end() == len(buffer):
-                break  # a CR at the end of the chunk may be the first half of CR LF
-            self._line(bytes(buffer[start : end.start()]), events)
-            start = self._scan_from = end.end()
+        start, pos = 0, self._scan_from
+        # bytearray.find (memchr) instead of a regex: a picture's line is megabytes of base64,
+        # and each find result is kept until passed, so every byte is scanned about once.
+        cr, lf = buffer.find(b"\r", pos), buffer.find(b"\n", pos)
+        while True:
+            if 0 <= cr < pos:
+                cr = buffer.find(b"\r", pos)
+            if 0 <= lf < pos:
+                lf = buffer.find(b"\n", pos)
+            if lf < 0 and cr < 0:
+                break
+            if lf < 0 or 0 <= cr < lf:
+                if cr + 1 == len(buffer):
+                    break  # a CR at the end of the chunk may be the first half of CR LF
+                end, pos = cr, cr + (2 if buffer[cr + 1] == 0x0A else 1)
+            else:
+                end, pos = lf, lf + 1
+            self._line(_copy(buffer, start, end), events)
+            start = pos
         del buffer[:start]
         self._scan_from = len(buffer) - (1 if buffer.endswith(b"\r") else 0)
         if len(buffer) + self._data_size > self._max:

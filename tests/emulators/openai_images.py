@@ -781,9 +781,7 @@ class OpenAIEmulator:
                     "partial_image_index": index,
                     **meta,
                 }
-                with self._lock:
-                    record.partial_sent_at.append(time.perf_counter())
-                await self._send_event(response, event, picture)
+                await self._send_event(response, event, picture, sent=record.partial_sent_at)
             if not await _wait_connected(request, self.final_delay):
                 return response
             if fault is not None and fault.kind == "stream_error":
@@ -815,9 +813,10 @@ class OpenAIEmulator:
                     if fault and fault.kind == "stream_bad_final"
                     else picture
                 )
+                sent: list[float] = []
+                await self._send_event(response, completed, final, sent=sent)
                 with self._lock:
-                    record.final_sent_at = time.perf_counter()
-                await self._send_event(response, completed, final)
+                    record.final_sent_at = sent[0]
                 outcome = "completed"
             if self.sse_done:
                 await response.write(b"data: [DONE]\n\n")
@@ -838,11 +837,16 @@ class OpenAIEmulator:
         picture: bytes | None,
         *,
         name: str | None = None,
+        sent: list[float] | None = None,
     ) -> None:
+        """Write one event; append to `sent` the time its first byte goes out."""
         data = json.dumps(event).encode()
         if picture is not None:  # the picture goes first, as OpenAI's events have it
             data = b'{"b64_json": "' + picture + b'", ' + data[1:]
         payload = f"event: {name or event['type']}\ndata: ".encode() + data + b"\n\n"
+        if sent is not None:
+            with self._lock:
+                sent.append(time.perf_counter())
         step = self.stream_chunk_bytes or len(payload)
         for start in range(0, len(payload), step):
             await response.write(payload[start : start + step])
