@@ -24,58 +24,25 @@ Both sides read CLOCK_MONOTONIC (`time.perf_counter` in the images emulator and
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
-import signal
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import API_KEY, TOKEN, base_env  # noqa: E402
+from bench.issue9 import bot_process  # noqa: E402
+from bench.run import QueuedTelegram  # noqa: E402
+from bench.stream_previews import ms  # noqa: E402
+from tests.conftest import API_KEY, TOKEN  # noqa: E402
 from tests.emulators.openai_images import OpenAIEmulator  # noqa: E402
 from tests.emulators.telegram_api import Call, TelegramEmulator  # noqa: E402
 
 PROMPT = "a bench heron at dawn"
 WAIT = 60.0
-
-
-@contextlib.contextmanager
-def bot_process(
-    tg: TelegramEmulator, oai: OpenAIEmulator, scratch: Path
-) -> Iterator[subprocess.Popen[bytes]]:
-    """Run `python -m bot` with production defaults and streamed previews; stop it after."""
-    data = Path(tempfile.mkdtemp(dir=scratch))
-    env = base_env(tg, oai, data)
-    env.pop("STATUS_MESSAGE_DELAY_SECONDS")
-    env.update(LOG_LEVEL="INFO", STREAM_PREVIEWS="auto", PREVIEW_IMAGES="2")
-    full = {"PATH": os.environ.get("PATH", ""), "HOME": str(scratch), "PYTHONPATH": str(ROOT)}
-    full.update(env)
-    with (scratch / "bot.log").open("ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bot"], cwd=data, env=full, stdout=log, stderr=log
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while not tg.calls_of("getUpdates"):
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"the bot did not poll; see {scratch / 'bot.log'}")
-            time.sleep(0.01)
-        yield proc
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+STREAMING = {"STREAM_PREVIEWS": "auto", "PREVIEW_IMAGES": "2"}
 
 
 def _caption(call: Call) -> str:
@@ -111,29 +78,19 @@ def one_round(tg: TelegramEmulator, *, chat: int, command: int) -> tuple[Call, C
     )
 
 
-def ms(values: list[float]) -> str:
-    values = sorted(values)
-    p90 = values[min(len(values) - 1, int(len(values) * 0.9))]
-    return (
-        f"median {statistics.median(values) * 1000:6.1f} ms   p90 {p90 * 1000:6.1f} ms   "
-        f"max {values[-1] * 1000:6.1f} ms"
-    )
-
-
 def run(rounds: int) -> None:
     first: list[float] = []
     second: list[float] = []
     final: list[float] = []
     with (
-        TelegramEmulator(TOKEN) as tg,
+        QueuedTelegram(TOKEN) as tg,  # the emulator's flood limits off; the bot's pacing stays on
         OpenAIEmulator(api_key=API_KEY) as oai,
         tempfile.TemporaryDirectory() as scratch,
     ):
-        tg.flood_limits = False  # each round is its own chat anyway; the bot's pacing stays on
         oai.big_pictures = True
         oai.partial_delays = (0.2, 3.1)
         oai.final_delay = 0.3
-        with bot_process(tg, oai, Path(scratch)):
+        with bot_process(tg, oai, Path(scratch), STREAMING, profile=""):
             for i in range(rounds + 1):  # the first round warms the connections and the pools
                 user = 7001 + i
                 update = tg.send_message(chat_id=user, user_id=user, text=f"/image {PROMPT}")

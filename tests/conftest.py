@@ -129,6 +129,15 @@ class Harness:
         await asyncio.sleep(seconds)
 
 
+async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait until `condition()` holds (polling every 20 ms); fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
 BotFactory = Callable[..., contextlib.AbstractAsyncContextManager[Harness]]
 
 

@@ -3,29 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from typing import Any
 
 from bot.handlers import progress
-from tests.conftest import GROUP, OTHER_USER, USER, Harness
+from tests.conftest import GROUP, OTHER_USER, USER, Harness, until
 from tests.emulators.telegram_api import SentMessage
 
 LONG = 30.0  # an images call that would outlast every wait below unless it is cancelled
 
 
-async def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
-
-
 async def _status(bot: Harness, command: dict[str, Any], *, timeout: float = 10.0) -> SentMessage:
     """Wait for the status message of a command, showing a Cancel button."""
     (status,) = await bot.replies(command, kinds=("text",), timeout=timeout)
-    await _until(lambda: bool(status.get("reply_markup")), timeout)
+    await until(lambda: bool(status.get("reply_markup")), timeout)
     return status
 
 
@@ -62,17 +52,17 @@ async def test_cancel_button_stops_the_call_and_gives_the_picture_back(make_bot)
         bot.oai.delay = LONG
         command = bot.send("/image a slow glacier")
         status = await _status(bot, command)
-        await _until(lambda: bot.oai.in_flight == 1)
+        await until(lambda: bot.oai.in_flight == 1)
         press = bot.tg.press_button(
             chat_id=USER, user_id=USER, message=status, data=_cancel_data(status)
         )
         assert (await _answer_of(bot, press))["text"] == "Cancelling…"
-        await _until(lambda: any("Cancelled" in t for t in _texts(bot, command)))
+        await until(lambda: any("Cancelled" in t for t in _texts(bot, command)))
         # The connection was closed, so the host can stop drawing (it would answer in 30 s).
-        await _until(lambda: bot.oai.in_flight == 0, timeout=3)
-        await _until(lambda: status.deleted)
+        await until(lambda: bot.oai.in_flight == 0, timeout=3)
+        await until(lambda: status.deleted)
         assert bot.tg.calls_of("sendPhoto") == []
-        await _until(lambda: bot.services.limiter.in_flight(USER) == 0)
+        await until(lambda: bot.services.limiter.in_flight(USER) == 0)
         usage = await bot.services.store.usage(user_id=USER, user_limit=1)
         assert (usage.used_today, usage.remaining) == (0, 1)  # refunded
         bot.oai.delay = 0
@@ -108,8 +98,8 @@ async def test_cancel_while_queued_never_reaches_the_backend(make_bot) -> None:
             chat_id=USER, user_id=USER, message=queued, data=_cancel_data(queued)
         )
         await _answer_of(bot, press)
-        await _until(lambda: any("Cancelled" in t for t in _texts(bot, second)))
-        await _until(lambda: bot.services.limiter.queued == 0)  # left the queue
+        await until(lambda: any("Cancelled" in t for t in _texts(bot, second)))
+        await until(lambda: bot.services.limiter.queued == 0)  # left the queue
         await bot.replies(first, kinds=("photo",))
         await bot.settle(0.3)
         assert [r.fields["prompt"] for r in bot.oai.api_requests] == ["first in line"]
@@ -123,13 +113,13 @@ async def test_cancel_command_stops_the_users_request(make_bot) -> None:
         assert await bot.reply_text(nothing) == "You have no request in progress to cancel here."
         bot.oai.delay = LONG
         command = bot.send("/image an endless corridor")
-        await _until(lambda: bot.oai.in_flight == 1)
+        await until(lambda: bot.oai.in_flight == 1)
         other = bot.send("/cancel", user_id=OTHER_USER)  # cancels only one's own requests
         assert "no request" in await bot.reply_text(other)
         assert bot.oai.in_flight == 1
         bot.send("/cancel")
-        await _until(lambda: any("Cancelled" in t for t in _texts(bot, command)))
-        await _until(lambda: bot.oai.in_flight == 0, timeout=3)
+        await until(lambda: any("Cancelled" in t for t in _texts(bot, command)))
+        await until(lambda: bot.oai.in_flight == 0, timeout=3)
         assert bot.tg.calls_of("sendPhoto") == []
 
 
@@ -140,7 +130,7 @@ async def test_cancel_as_a_reply_picks_that_request(make_bot) -> None:
         drop = bot.send("/image the one to drop")
         status = await _status(bot, drop)
         bot.send("/cancel", reply_to=status)  # a reply to the status message
-        await _until(lambda: any("Cancelled" in t for t in _texts(bot, drop)))
+        await until(lambda: any("Cancelled" in t for t in _texts(bot, drop)))
         (photo,) = await bot.replies(keep, kinds=("photo",))
         assert photo.text == "the one to keep"
         assert not any("Cancelled" in t for t in _texts(bot, keep))
@@ -152,9 +142,9 @@ async def test_cancel_as_a_reply_to_the_command(make_bot) -> None:
         bot.oai.delay = 2.0
         drop = bot.send("/image the first, dropped")
         keep = bot.send("/image the second, kept")
-        await _until(lambda: bot.oai.in_flight == 2)
+        await until(lambda: bot.oai.in_flight == 2)
         bot.send("/cancel", reply_to=drop)
-        await _until(lambda: any("Cancelled" in t for t in _texts(bot, drop)))
+        await until(lambda: any("Cancelled" in t for t in _texts(bot, drop)))
         (photo,) = await bot.replies(keep, kinds=("photo",))
         assert photo.text == "the second, kept"
 
@@ -166,7 +156,7 @@ async def test_a_press_after_the_result_is_too_late(make_bot) -> None:
         status = await _status(bot, command)
         data = _cancel_data(status)
         await bot.replies(command, kinds=("photo",))
-        await _until(lambda: status.deleted)
+        await until(lambda: status.deleted)
         press = bot.tg.press_button(chat_id=USER, user_id=USER, message=status, data=data)
         assert (await _answer_of(bot, press))["text"] == "This request is already finished."
 
@@ -183,7 +173,7 @@ async def test_status_shows_drawing_time_then_the_usual_time(make_bot, monkeypat
         assert status.text is not None and status.text.startswith("🎨 Drawing… ")
         assert "usually" not in status.text  # nothing measured yet
         # Edited as the seconds pass, keeping the Cancel button.
-        await _until(lambda: bool(bot.tg.calls_of("editMessageText")), timeout=5)
+        await until(lambda: bool(bot.tg.calls_of("editMessageText")), timeout=5)
         edit = bot.tg.calls_of("editMessageText")[0]
         assert edit.params["reply_markup"]["inline_keyboard"][0][0]["text"] == "❌ Cancel"
         await bot.replies(first, kinds=("photo",))

@@ -8,14 +8,12 @@ puts the final picture in its place (or sends an album or a document and deletes
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from bot.handlers import progress
-from tests.conftest import GROUP, USER, Harness
+from tests.conftest import GROUP, USER, Harness, until
 from tests.emulators.telegram_api import SentMessage
 
 
@@ -24,14 +22,6 @@ def _quick_preview_edits(monkeypatch: pytest.MonkeyPatch) -> None:
     # One preview edit every 3 s (15 s in groups) in production; the emulator's previews come
     # 0.6 s apart here so that the tests stay fast.
     monkeypatch.setattr(progress, "PREVIEW_EDIT_INTERVAL", 0.3)
-
-
-async def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 def _previews(bot: Harness, command: dict[str, Any]) -> list[SentMessage]:
@@ -57,14 +47,14 @@ async def test_previews_then_the_final_picture_in_their_place(make_bot) -> None:
     async with make_bot(STREAM_PREVIEWS="auto", STATUS_MESSAGE_DELAY_SECONDS="30") as bot:
         _streaming(bot, delays=(0.2, 0.6), final=0.6)
         command = bot.send("/image a watercolour heron")
-        await _until(lambda: bool(_previews(bot, command)))
+        await until(lambda: bool(_previews(bot, command)))
         (preview,) = _previews(bot, command)
         assert preview.text is not None and preview.text.startswith("Preview 1 of 2 · ")
         assert _buttons(preview) == ["❌ Cancel"]
-        await _until(lambda: len(preview.media_edits) == 1)
+        await until(lambda: len(preview.media_edits) == 1)
         assert preview.text is not None and preview.text.startswith("Preview 2 of 2 · ")
         assert _buttons(preview) == ["❌ Cancel"]  # kept through the edit
-        await _until(lambda: len(preview.media_edits) == 2)
+        await until(lambda: len(preview.media_edits) == 2)
         assert preview.text == "a watercolour heron"
         assert _buttons(preview) == ["🔁 Again", "📄 Original", "✏️ Edit"]
         assert preview.data is not None and preview.data.startswith(b"\x89PNG")
@@ -86,7 +76,7 @@ async def test_in_a_group_a_preview_soon_after_another_is_skipped(make_bot) -> N
         _streaming(bot, delays=(0.1, 0.5), final=0.5)
         command = bot.send("/image a crowded market", chat_id=GROUP)
         (photo,) = await bot.replies(command, kinds=("photo",))
-        await _until(lambda: photo.text == "a crowded market")
+        await until(lambda: photo.text == "a crowded market")
         assert len(photo.media_edits) == 1  # the final picture only; preview 2 was skipped
         assert len(bot.tg.calls_of("sendPhoto")) == 1
 
@@ -95,15 +85,15 @@ async def test_an_album_is_sent_and_the_preview_deleted(make_bot) -> None:
     async with make_bot(STREAM_PREVIEWS="auto", STATUS_MESSAGE_DELAY_SECONDS="30") as bot:
         _streaming(bot, delays=(0.1,), final=0.5)
         command = bot.send("/image two foxes x2")
-        await _until(lambda: len(bot.tg.calls_of("sendMediaGroup")) == 1)
-        await _until(
+        await until(lambda: len(bot.tg.calls_of("sendMediaGroup")) == 1)
+        await until(
             lambda: len(_previews(bot, command)) == 1 and _previews(bot, command)[0].deleted
         )
         album = await bot.replies(command, count=2, kinds=("photo",))
         assert {m.method for m in album} == {"sendMediaGroup"}
         previews = _previews(bot, command)
         assert len(previews) == 1
-        await _until(lambda: previews[0].deleted)
+        await until(lambda: previews[0].deleted)
         assert bot.tg.calls_of("editMessageMedia") == []
 
 
@@ -114,7 +104,7 @@ async def test_a_document_result_is_sent_and_the_preview_deleted(make_bot) -> No
         (document,) = await bot.replies(command, kinds=("document",))
         assert document.filename == "image-1.png"
         (preview,) = _previews(bot, command)
-        await _until(lambda: preview.deleted)
+        await until(lambda: preview.deleted)
 
 
 async def test_a_refused_preview_is_skipped(make_bot) -> None:
@@ -123,7 +113,7 @@ async def test_a_refused_preview_is_skipped(make_bot) -> None:
         bot.tg.fail_next("sendPhoto", status=400, description="Bad Request: IMAGE_PROCESS_FAILED")
         command = bot.send("/image a stubborn mule")
         (photo,) = await bot.replies(command, kinds=("photo",), timeout=10)
-        await _until(lambda: photo.text == "a stubborn mule")
+        await until(lambda: photo.text == "a stubborn mule")
         sends = bot.tg.calls_of("sendPhoto")
         assert [c.status for c in sends] == [400, 200]  # the second preview was shown
         assert str(sends[1].params["caption"]).startswith("Preview 2 of 2")
@@ -136,9 +126,9 @@ async def test_a_refused_final_edit_sends_the_picture_instead(make_bot) -> None:
             "editMessageMedia", status=400, description="Bad Request: MEDIA_EMPTY", times=1
         )
         command = bot.send("/image a patient heron")
-        await _until(lambda: len(bot.tg.calls_of("sendPhoto")) == 2)
+        await until(lambda: len(bot.tg.calls_of("sendPhoto")) == 2)
         preview, final = _previews(bot, command)
-        await _until(lambda: preview.deleted)
+        await until(lambda: preview.deleted)
         assert final.text == "a patient heron"
         assert _buttons(final) == ["🔁 Again", "📄 Original", "✏️ Edit"]
 
@@ -149,7 +139,7 @@ async def test_cancel_on_the_preview_closes_the_stream(make_bot) -> None:
     ) as bot:
         _streaming(bot, delays=(0.1, 30.0), final=0.0)
         command = bot.send("/image a very slow sunrise")
-        await _until(lambda: bool(_previews(bot, command)))
+        await until(lambda: bool(_previews(bot, command)))
         (preview,) = _previews(bot, command)
         data = preview["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
         bot.tg.press_button(chat_id=USER, user_id=USER, message=preview, data=data)
@@ -157,8 +147,8 @@ async def test_cancel_on_the_preview_closes_the_stream(make_bot) -> None:
         assert stream.outcome == "client_closed"  # the host sees the connection dropped
         (reply,) = await bot.replies(command, kinds=("text",))
         assert reply.text == "❌ Cancelled — this request was not counted."
-        await _until(lambda: preview.deleted)
-        await _until(lambda: bot.services.limiter.in_flight(USER) == 0)
+        await until(lambda: preview.deleted)
+        await until(lambda: bot.services.limiter.in_flight(USER) == 0)
         usage = await bot.services.store.usage(user_id=USER, user_limit=1)
         assert usage.used_today == 0
 

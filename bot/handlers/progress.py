@@ -153,10 +153,7 @@ class Progress:
             await self.remove_status()
             preview = await self._take_preview()
         if preview is not None and not self._handed_over:
-            try:
-                await preview.delete()
-            except TelegramError as err:
-                logger.debug("could not delete the preview: %s", err)
+            await _delete(preview, "preview")
 
     async def hand_over_preview(self) -> Message | None:
         """Stop showing previews and return the preview message, now the caller's to replace."""
@@ -166,12 +163,7 @@ class Progress:
 
     async def _take_preview(self) -> Message | None:
         sending, self._preview_sending = self._preview_sending, None
-        if self._preview is None and sending is not None:
-            try:
-                self._preview = await sending
-            except TelegramError as exc:
-                logger.debug("preview failed: %s", exc)
-        preview, self._preview = self._preview, None
+        preview, self._preview = self._preview or await _sent(sending, "preview"), None
         return preview
 
     async def show_partial(self, partial: PartialImage) -> None:
@@ -224,17 +216,9 @@ class Progress:
     async def remove_status(self) -> None:
         """Delete the status message if one was shown (or is still being sent)."""
         sending, self._sending = self._sending, None
-        if self._status is None and sending is not None:
-            try:
-                self._status = await sending
-            except TelegramError as exc:
-                logger.debug("status message failed: %s", exc)
-        status, self._status = self._status, None
+        status, self._status = self._status or await _sent(sending, "status message"), None
         if status is not None:
-            try:
-                await status.delete()
-            except TelegramError as exc:
-                logger.debug("could not delete status message: %s", exc)
+            await _delete(status, "status message")
 
     def _wanted(self, waited: float) -> str:
         return status_text(
@@ -289,3 +273,21 @@ class Progress:
             self._shown = text
         except TelegramError as exc:
             logger.debug("status message failed: %s", exc)
+
+
+async def _sent(sending: asyncio.Future[Message] | None, what: str) -> Message | None:
+    """Return the message a shielded send created (None if there was none or it failed)."""
+    if sending is None:
+        return None
+    try:
+        return await sending
+    except TelegramError as exc:
+        logger.debug("%s failed: %s", what, exc)
+        return None
+
+
+async def _delete(message: Message, what: str) -> None:
+    try:
+        await message.delete()
+    except TelegramError as exc:
+        logger.debug("could not delete the %s: %s", what, exc)
