@@ -124,6 +124,10 @@ class RunningRequests:
             and (message_id is None or message_id in r.message_ids)
         ]
 
+    def in_chat(self, chat_id: int) -> int:
+        """Return how many requests are in flight in a chat (anyone's)."""
+        return sum(1 for r in self._by_id.values() if r.chat_id == chat_id)
+
     def cancel(self, request_id: str) -> bool:
         """Cancel one request by id; return whether it was still cancellable."""
         request = self._by_id.get(request_id)

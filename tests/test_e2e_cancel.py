@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
+import pytest
+
 from bot.handlers import progress
+from bot.running import RunningRequests
 from tests.conftest import GROUP, OTHER_USER, USER, Harness, until
 from tests.emulators.telegram_api import SentMessage
 
@@ -189,8 +193,22 @@ async def test_status_shows_drawing_time_then_the_usual_time(make_bot, monkeypat
         assert status2.text.endswith(f"usually about {round(measured)} s.")
 
 
-def test_group_status_edits_stay_far_below_the_group_limit() -> None:
+@pytest.mark.parametrize("in_chat", [1, 2, 3, 4, 7, 20, 100])
+def test_group_status_edits_stay_far_below_the_group_limit(in_chat: int) -> None:
     # Telegram allows about 20 messages a minute in a group, the bot's edits included: one status
-    # is edited at most twice a minute, so several requests drawing at once leave room for results.
-    assert 60 / progress.edit_interval(in_group=True) <= 2
-    assert 60 / progress.edit_interval(in_group=False) <= 12  # private: 1 a second allowed
+    # is edited at most twice a minute, and all the requests drawing in a group together at most
+    # 6 times a minute, however many there are, so the results keep most of the group's budget.
+    interval = progress.edit_interval(in_group=True, in_chat=in_chat)
+    assert 60 / interval <= 2
+    assert in_chat * 60 / interval <= 6
+    assert 60 / progress.edit_interval(in_group=False, in_chat=in_chat) <= 12  # private: 1 a s
+
+
+async def test_group_status_waits_longer_when_many_draw_there() -> None:
+    requests = RunningRequests()
+    async with contextlib.AsyncExitStack() as stack:
+        for i in range(10):
+            await stack.enter_async_context(requests.track(user_id=i, chat_id=GROUP, message_id=i))
+        await stack.enter_async_context(requests.track(user_id=1, chat_id=USER, message_id=1))
+        assert requests.in_chat(GROUP) == 10
+        assert progress.edit_interval(in_group=True, in_chat=requests.in_chat(GROUP)) == 100.0

@@ -262,6 +262,7 @@ async def run_generation(
                 ),
                 cancel_markup=cancel_keyboard(texts, lang, request.id),
                 request=request,
+                in_chat=lambda: services.running.in_chat(chat.id),
             )
             async with progress:
                 # The images client holds the one deadline (IMAGE_TIMEOUT_SECONDS) of the call.

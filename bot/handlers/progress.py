@@ -44,16 +44,25 @@ ACTION_EVERY = 4.0
 FIRST_ACTION_AFTER = 0.5
 TICK = 0.5
 MIN_EDIT_INTERVAL = 5.0
-# Three requests drawing at once in a group then cost 6 of the group's 20 messages a minute.
+# Three requests drawing at once in a group then cost 6 of the group's 20 messages a minute;
+# with more, each waits longer, so that all of them together stay at 6 a minute.
 MIN_EDIT_INTERVAL_GROUP = 30.0
+GROUP_STATUS_EDITS_PER_MINUTE = 6
 PREVIEW_EDIT_INTERVAL = 3.0
 PREVIEW_EDIT_INTERVAL_GROUP = 15.0
 PREVIEW_UPLOAD_TIMEOUT = 20.0
 
 
-def edit_interval(*, in_group: bool) -> float:
-    """Return the least time between two edits of one status message."""
-    return MIN_EDIT_INTERVAL_GROUP if in_group else MIN_EDIT_INTERVAL
+def edit_interval(*, in_group: bool, in_chat: int = 1) -> float:
+    """Return the least time between two edits of one status message.
+
+    `in_chat` is how many requests are in flight in that chat; in a group their status edits
+    together stay within `GROUP_STATUS_EDITS_PER_MINUTE`.
+    """
+    if not in_group:
+        return MIN_EDIT_INTERVAL
+    shared = 60.0 * max(1, in_chat) / GROUP_STATUS_EDITS_PER_MINUTE
+    return max(MIN_EDIT_INTERVAL_GROUP, shared)
 
 
 def status_text(
@@ -96,6 +105,7 @@ class Progress:
         estimate: float | None = None,
         cancel_markup: InlineKeyboardMarkup | None = None,
         request: RunningRequest | None = None,
+        in_chat: Callable[[], int] = lambda: 1,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._message = message
@@ -107,7 +117,8 @@ class Progress:
         self._markup = cancel_markup
         self._request = request
         self._monotonic = monotonic
-        self._edit_interval = edit_interval(in_group=in_group)
+        self._in_group = in_group
+        self._in_chat = in_chat
         self._preview_interval = PREVIEW_EDIT_INTERVAL_GROUP if in_group else PREVIEW_EDIT_INTERVAL
         # The status message and the preview change one at a time.
         self._lock = asyncio.Lock()
@@ -241,7 +252,8 @@ class Progress:
                 next_action = now + ACTION_EVERY
                 await self._chat_action()
             wanted = self._wanted(now - started)
-            if wanted and wanted != self._shown and now - last_edit >= self._edit_interval:
+            interval = edit_interval(in_group=self._in_group, in_chat=self._in_chat())
+            if wanted and wanted != self._shown and now - last_edit >= interval:
                 last_edit = now
                 async with self._lock:
                     if self._preview is None and not self._handed_over:
