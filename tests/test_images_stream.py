@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -54,19 +55,36 @@ def describe(model: str = GPT, **options: Any) -> ImageDescription:
 class Previews:
     """An on_partial callback that records what it gets (and can be told to dawdle or fail)."""
 
-    def __init__(self, *, hold: float = 0.0, fail: bool = False) -> None:
+    def __init__(
+        self, *, hold: float = 0.0, fail: bool = False, gate: threading.Semaphore | None = None
+    ) -> None:
         self.got: list[PartialImage] = []
         self.first = asyncio.Event()
+        self.cancelled = 0
         self.hold = hold
         self.fail = fail
+        self.gate = gate  # released after each preview: the emulator's next event follows
 
     async def __call__(self, partial: PartialImage) -> None:
         self.got.append(partial)
         self.first.set()
-        if self.hold:
-            await asyncio.sleep(self.hold)
-        if self.fail:
-            raise RuntimeError("the chat is gone")
+        try:
+            if self.hold:
+                await asyncio.sleep(self.hold)
+            if self.fail:
+                raise RuntimeError("the chat is gone")
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        finally:
+            if self.gate is not None:
+                self.gate.release()
+
+
+def gated(emu: OpenAIEmulator, **options: Any) -> Previews:
+    """Return a callback that lets the emulator send each next event once it has run."""
+    emu.stream_gate = threading.Semaphore(0)
+    return Previews(gate=emu.stream_gate, **options)
 
 
 def size_of(data: bytes) -> tuple[int, int]:
@@ -80,10 +98,9 @@ def size_of(data: bytes) -> tuple[int, int]:
 async def test_previews_arrive_in_order_then_the_picture(
     client: ImagesClient, emu: OpenAIEmulator
 ) -> None:
-    # Spaced out, so each preview's callback has started before the next event (a preview still
-    # waiting when the picture comes is dropped: it is worth nothing then).
-    emu.partial_delays, emu.final_delay = (0.0, 0.1), 0.1
-    previews = Previews()
+    # Each next event waits for the callback (a preview still waiting when the picture comes
+    # is dropped: it is worth nothing then).
+    previews = gated(emu)
     result = await client.generate(describe(quality="low"), caps_for(GPT), on_partial=previews)
     assert [(p.image_index, p.partial_index, p.previews) for p in previews.got] == [
         (0, 0, 2),
@@ -104,8 +121,7 @@ async def test_previews_arrive_in_order_then_the_picture(
 async def test_an_edit_streams_its_image_edit_events(
     client: ImagesClient, emu: OpenAIEmulator
 ) -> None:
-    emu.partial_delays, emu.final_delay = (0.0, 0.1), 0.1
-    previews = Previews()
+    previews = gated(emu)
     result = await client.edit(
         describe(),
         caps_for(GPT),
@@ -156,8 +172,7 @@ async def test_which_models_stream() -> None:
 async def test_n_above_one_streams_the_first_picture_beside_one_plain_call(
     client: ImagesClient, emu: OpenAIEmulator
 ) -> None:
-    emu.final_delay = 0.1
-    previews = Previews()
+    previews = gated(emu)
     result = await client.generate(describe(count=3), caps_for(GPT), on_partial=previews)
     assert len(result.images) == 3
     assert {p.image_index for p in previews.got} == {0}
@@ -174,8 +189,7 @@ async def test_n_above_one_streams_the_first_picture_beside_one_plain_call(
 async def test_a_failing_callback_does_not_break_the_stream(
     client: ImagesClient, emu: OpenAIEmulator, caplog: pytest.LogCaptureFixture
 ) -> None:
-    previews = Previews(fail=True)
-    emu.partial_delays, emu.final_delay = (0.0, 0.1), 0.1
+    previews = gated(emu, fail=True)
     result = await client.generate(describe(), caps_for(GPT), on_partial=previews)
     assert len(result.images) == 1
     assert [p.partial_index for p in previews.got] == [0, 1]
@@ -187,16 +201,15 @@ async def test_a_slow_callback_is_bounded_and_newer_previews_replace_waiting_one
 ) -> None:
     previews = Previews(hold=30.0)
     emu.partial_delays = (0.0, 0.1, 0.1)
-    async with make_client(emu, preview_timeout=0.5, preview_images=3) as client:
-        started = asyncio.get_running_loop().time()
+    async with make_client(emu, preview_timeout=2.0, preview_images=3) as client:
         result = await asyncio.wait_for(
             client.generate(describe(), caps_for(GPT), on_partial=previews), WAIT
         )
     assert len(result.images) == 1
-    # Preview 0 held the callback; 1 and 2 came meanwhile and only the newest waited, and it
-    # was dropped once the picture came: the picture waited for the callback's bound, no more.
-    assert [p.partial_index for p in previews.got] == [0]
-    assert asyncio.get_running_loop().time() - started < WAIT
+    # The first preview held the callback; the others came meanwhile, only the newest waited,
+    # and it was dropped when the picture came; the picture waited for the callback's bound
+    # (then cancelled it), no more.
+    assert len(previews.got) == 1 and previews.cancelled == 1
 
 
 # -- hosts that do not stream -------------------------------------------------------------------
@@ -261,8 +274,7 @@ async def test_an_error_event_is_the_usual_error_kind(
     client: ImagesClient, emu: OpenAIEmulator
 ) -> None:
     emu.queue_faults([Fault.stream_error(partials=1, code="moderation_blocked")])
-    emu.final_delay = 0.1
-    previews = Previews()
+    previews = gated(emu)
     with pytest.raises(ImagesRefused) as info:
         await client.generate(describe(), caps_for(GPT), on_partial=previews)
     assert info.value.code == "moderation_blocked"
@@ -308,7 +320,7 @@ async def test_cancelling_closes_the_connection_at_once(
 async def test_the_deadline_covers_the_stream(emu: OpenAIEmulator) -> None:
     emu.partial_delays = (0.0, 30.0)
     previews = Previews()
-    async with make_client(emu, timeout=1.5) as client:
+    async with make_client(emu, timeout=3.0) as client:
         with pytest.raises(ImagesTimeout):
             await client.generate(describe(), caps_for(GPT), on_partial=previews)
     assert len(previews.got) == 1

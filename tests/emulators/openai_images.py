@@ -495,6 +495,9 @@ class OpenAIEmulator:
         self.final_delay = 0.0  # seconds between the last preview and the completed event
         self.sse_done = False  # end the stream with `data: [DONE]`
         self.stream_chunk_bytes: int | None = None  # write each event in pieces this big
+        # When set, every event after the first waits (up to 10 s) for a release of this
+        # semaphore: a test's callback releases it, so the next event follows its preview.
+        self.stream_gate: threading.Semaphore | None = None
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._state = _State()
@@ -775,6 +778,8 @@ class OpenAIEmulator:
                 delay = self.partial_delays[index] if index < len(self.partial_delays) else 0.0
                 if not await _wait_connected(request, delay):
                     return response
+                if index and not await self._pass_gate(request):
+                    return response
                 event = {
                     "type": f"{prefix}.partial_image",
                     "created_at": int(time.time()),
@@ -783,6 +788,8 @@ class OpenAIEmulator:
                 }
                 await self._send_event(response, event, picture, sent=record.partial_sent_at)
             if not await _wait_connected(request, self.final_delay):
+                return response
+            if previews and not await self._pass_gate(request):
                 return response
             if fault is not None and fault.kind == "stream_error":
                 error = error_body(
@@ -829,6 +836,15 @@ class OpenAIEmulator:
             with self._changed:
                 record.outcome = outcome
                 self._changed.notify_all()
+
+    async def _pass_gate(self, request: web.Request) -> bool:
+        """Wait for `stream_gate` (bounded); return whether the client is still connected."""
+        gate = self.stream_gate
+        deadline = time.monotonic() + 10.0
+        while gate is not None and not gate.acquire(blocking=False):
+            if time.monotonic() > deadline or not await _wait_connected(request, 0.01):
+                break
+        return await _wait_connected(request, 0.0)
 
     async def _send_event(
         self,
