@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from bot import pricing
+from bot.redaction import redact
 
 ENV_VARS: tuple[str, ...] = (
     "TELEGRAM_BOT_TOKEN",
@@ -59,6 +60,9 @@ ENV_VARS: tuple[str, ...] = (
     "STAR_PACKS",
     "STREAM_PREVIEWS",
     "PREVIEW_IMAGES",
+    "METRICS_PORT",
+    "METRICS_LISTEN",
+    "STORE_URL",
 )
 """Every environment variable `load_settings` reads, in the order of the contract table."""
 
@@ -185,10 +189,15 @@ class Settings:
     star_packs: tuple[int, ...] = DEFAULT_STAR_PACKS
     stream_previews: str = "auto"
     preview_images: int = 2
+    metrics_port: int | None = None  # /healthz and /metrics in polling mode; None = off
+    metrics_listen: str = "127.0.0.1"
+    # Empty: SQLite in DATA_DIR; postgresql://user:password@host/db: PostgreSQL (a secret: the
+    # URL carries the password).
+    store_url: Secret = field(default_factory=Secret)
 
     def __post_init__(self) -> None:
         # Normalize values given directly (tests, other callers) the way load_settings does.
-        for name in ("telegram_bot_token", "openai_api_key", "webhook_secret_token"):
+        for name in ("telegram_bot_token", "openai_api_key", "webhook_secret_token", "store_url"):
             value: object = getattr(self, name)
             if isinstance(value, str):
                 object.__setattr__(self, name, Secret(value))
@@ -557,6 +566,39 @@ def _read_star_packs(reader: _Reader, stars_per_image: int) -> tuple[int, ...]:
     return packs
 
 
+STORE_SCHEMES = ("postgresql", "postgres")
+
+
+def _read_store_url(reader: _Reader) -> Secret:
+    """Read STORE_URL: empty, or a postgresql:// URL with a host and a database name."""
+    name = "STORE_URL"
+    value = reader.raw(name)
+    if value is None:
+        return Secret()
+    try:
+        parts = urlsplit(value)
+        _ = parts.port  # raises ValueError on a malformed port
+        ok = (
+            parts.scheme.lower() in STORE_SCHEMES
+            and bool(parts.hostname)
+            and bool(parts.path.strip("/"))
+            and "/" not in parts.path.strip("/")
+            and not any(ch.isspace() for ch in value)
+        )
+    except ValueError:
+        ok = False
+    if not ok:
+        # Shown with its password hidden: it may be a real one next to a typo.
+        reader.bad(
+            name,
+            "empty (SQLite in DATA_DIR) or a PostgreSQL URL like "
+            "postgresql://user:password@host:5432/database",
+            redact(value),
+        )
+        return Secret()
+    return Secret(value)
+
+
 def _check_model_defaults(
     reader: _Reader,
     *,
@@ -717,6 +759,13 @@ def load_settings(env: Mapping[str, str], *, require_telegram: bool = True) -> S
         "one of " + ", ".join(STREAM_MODES),
     )
     preview_images = r.parsed("PREVIEW_IMAGES", 2, _parse_int(1, 3), "a whole number from 1 to 3")
+    metrics_port = r.parsed(
+        "METRICS_PORT", None, _parse_int(1, 65535), "a port number from 1 to 65535 (or empty: off)"
+    )
+    metrics_listen = r.parsed(
+        "METRICS_LISTEN", "127.0.0.1", _parse_listen, "an address to bind, like 127.0.0.1"
+    )
+    store_url = _read_store_url(r)
     if r.problems:
         raise ConfigError(r.problems)
     return Settings(
@@ -758,4 +807,7 @@ def load_settings(env: Mapping[str, str], *, require_telegram: bool = True) -> S
         star_packs=star_packs,
         stream_previews=stream_previews,
         preview_images=preview_images,
+        metrics_port=metrics_port,
+        metrics_listen=metrics_listen,
+        store_url=store_url,
     )

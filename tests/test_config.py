@@ -131,6 +131,9 @@ def test_every_field_is_set_from_the_environment() -> None:
         "STAR_PACKS": "50, 10,200",
         "STREAM_PREVIEWS": "ON",
         "PREVIEW_IMAGES": "3",
+        "METRICS_PORT": "9464",
+        "METRICS_LISTEN": "0.0.0.0",
+        "STORE_URL": "postgresql://bot:pg-Secret-9@db.internal:5433/botdb",
     }
     assert set(env) == set(ENV_VARS)
     s = load_settings(env)
@@ -179,6 +182,10 @@ def test_every_field_is_set_from_the_environment() -> None:
     assert s.star_packs == (10, 50, 200)
     assert s.stream_previews == "on"
     assert s.preview_images == 3
+    assert s.metrics_port == 9464
+    assert s.metrics_listen == "0.0.0.0"
+    assert s.store_url.get() == "postgresql://bot:pg-Secret-9@db.internal:5433/botdb"
+    assert "pg-Secret-9" not in repr(s)
 
 
 def test_settings_is_frozen_and_mappings_are_read_only() -> None:
@@ -387,6 +394,26 @@ def test_good_webhook_port(value: str) -> None:
     assert load(WEBHOOK_PORT=value).webhook_port == int(value)
 
 
+def test_metrics_server_is_off_by_default_on_loopback_when_on() -> None:
+    assert load().metrics_port is None
+    assert load(METRICS_PORT="9464").metrics_port == 9464
+    assert load(METRICS_PORT="9464").metrics_listen == "127.0.0.1"
+    assert load(METRICS_LISTEN="::").metrics_listen == "::"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("METRICS_PORT", "0"),
+        ("METRICS_PORT", "x"),
+        ("METRICS_PORT", "70000"),
+        ("METRICS_LISTEN", "a b"),
+    ],
+)
+def test_bad_metrics_settings(name: str, value: str) -> None:
+    assert single_problem(name, value).startswith(f"{name}: expected ")
+
+
 @pytest.mark.parametrize("value", ["http://bot.example.com/hook", "bot.example.com", "https://"])
 def test_webhook_url_must_be_https(value: str) -> None:
     assert "https URL" in single_problem("WEBHOOK_URL", value)
@@ -469,6 +496,8 @@ def test_all_problems_reported_at_once() -> None:
         "TELEGRAM_UPLOAD_LIMIT_MB": "0",
         "ORIGINALS_MAX_MB": "x",
         "STALE_COMMAND_SECONDS": "-1",
+        "METRICS_PORT": "0",
+        "METRICS_LISTEN": "a b",
     }
     with pytest.raises(ConfigError) as info:
         load_settings(env)
@@ -666,3 +695,37 @@ def test_model_prices_override_and_add() -> None:
     gpt = s.model_prices["gpt-image-2"]
     assert gpt.image_output == 25_000 and gpt.text_input == 5_000  # the rest stays official
     assert s.model_prices["flux"].per_image == 3_000_000
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://bot:pw@localhost/bot",
+        "postgres://bot@db:5432/bot?sslmode=require",
+        "postgresql://bot:p%40ss@[::1]:5432/bot",
+    ],
+)
+def test_store_url_accepts_postgresql_urls(url: str) -> None:
+    assert load(STORE_URL=url).store_url.get() == url
+    assert load().store_url.get() == ""
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql://bot:hunter2-Secret@localhost/bot",
+        "postgresql://bot:hunter2-Secret@/bot",
+        "postgresql://bot:hunter2-Secret@localhost",
+        "postgresql://bot:hunter2-Secret@localhost:99999/bot",
+        "postgresql://bot:hunter2-Secret@localhost/a/b",
+        "sqlite:///data/bot.sqlite3?hunter2-Secret",
+    ],
+)
+def test_bad_store_url_is_one_problem_without_the_password(url: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(STORE_URL=url, DAILY_IMAGE_LIMIT="-1")
+    problems = info.value.problems
+    assert [p.split(":")[0] for p in problems] == ["DAILY_IMAGE_LIMIT", "STORE_URL"]
+    assert "postgresql://user:password@host:5432/database" in problems[1]
+    if "@" in url:
+        assert "hunter2-Secret" not in str(info.value)

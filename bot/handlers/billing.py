@@ -82,6 +82,7 @@ async def reserve(
             credits=settings.stars_enabled,
         )
     except QuotaExceeded as exc:
+        services.metrics.quota_refused("credits" if isinstance(exc, CreditsNeeded) else exc.scope)
         await reply_plain(reply_to, refusal_text(services, lang, exc))
         return None
     price = pricing.price_for(model, settings.model_prices)
@@ -99,6 +100,7 @@ async def reserve(
             budget = await store.reserve_budget(amount=worst, budget=settings.daily_budget)
         except pricing.BudgetExhausted as exc:
             await store.settle(reservation, delivered=0)
+            services.metrics.quota_refused("budget")
             logger.info("daily budget reached: %s", exc)
             await reply_plain(reply_to, refusal_text(services, lang, exc))
             if exc.needed <= exc.budget:  # the day is used up, not just one huge request

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import timedelta
@@ -308,6 +309,7 @@ async def run_generation(
                 images_delivered=images_delivered,
                 outcome=outcome,
             )
+            services.metrics.request_done(kind=job.kind, outcome=outcome, images=images_delivered)
         return delivered
 
 
@@ -366,11 +368,17 @@ async def _call_images(
     services: Services, job: Job, ticket: Ticket, *, on_partial: OnPartial | None = None
 ) -> ImagesResult:
     """Make the paid call; its generation slot is free again as soon as the call is over."""
+    started = time.monotonic()
     try:
-        return await _images_call(services, job, on_partial=on_partial)
+        result = await _images_call(services, job, on_partial=on_partial)
+    except ImagesError as exc:
+        services.metrics.backend_error(exc.kind)
+        raise
     finally:
         # The upload and its flood-control waits need no slot (the user's claim lasts).
         ticket.release_slot()
+    services.metrics.generated(model=job.description.model, seconds=time.monotonic() - started)
+    return result
 
 
 async def _images_call(

@@ -11,9 +11,9 @@ from bot.eta import GenerationTimes
 from bot.i18n import Texts
 from bot.images import ImagesClient
 from bot.limiter import GenerationLimiter
-from bot.originals import Originals
+from bot.metrics import Metrics
 from bot.running import RunningRequests
-from bot.store import Store
+from bot.store import KeptOriginals, Store
 
 
 @dataclass
@@ -26,9 +26,10 @@ class Services:
     texts: Texts
     limiter: GenerationLimiter
     clock: Callable[[], datetime]
-    originals: Originals
+    originals: KeptOriginals  # the store's (`Store.originals`)
     # (chat_id, user_id) -> when a "not allowed" notice was last sent in that group.
     denied_notices: dict[tuple[int, int], datetime] = field(default_factory=dict)
+    metrics: Metrics = field(default_factory=Metrics)
     # The requests in flight that ❌ Cancel and /cancel can stop.
     running: RunningRequests = field(default_factory=RunningRequests)
     # Recent generation times by model and quality, for the status message's estimate.
