@@ -13,7 +13,7 @@ from bot.handlers.services import Services
 
 # Failure outcomes `run_generation` records besides the images errors' kinds; each has a name in
 # the catalogues (`stats.kind.<outcome>`), and an outcome without one is shown as recorded.
-OUTCOMES = frozenset({"error", "download"})
+OUTCOMES = frozenset({"error", "download", "cancelled"})
 
 
 async def usage_command(

@@ -35,12 +35,12 @@ from bot.handlers.delivery import (
     send_pictures,
     spool_dir,
 )
-from bot.handlers.keyboards import result_keyboard
+from bot.handlers.keyboards import cancel_keyboard, result_keyboard
 from bot.handlers.progress import Progress
 from bot.handlers.replies import error_text
 from bot.handlers.services import Services
 from bot.handlers.sources import fetch_source
-from bot.images import ImagesError, ImagesResult
+from bot.images import ImagesError, ImagesResult, OnPartial
 from bot.limiter import Ticket, UserBusy
 from bot.prompt import (
     EmptyPrompt,
@@ -49,6 +49,7 @@ from bot.prompt import (
     merge_options,
     parse_image_args,
 )
+from bot.running import Cancelled, RunningRequest
 from bot.store import StoreError
 
 logger = logging.getLogger(__name__)
@@ -224,7 +225,10 @@ async def run_generation(
     except UserBusy as exc:
         await reply_plain(reply_to, reply_for(services, lang, exc))
         return []
-    async with ticket:
+    running = services.running.track(
+        user_id=user.id, chat_id=chat.id, message_id=reply_to.message_id
+    )
+    async with ticket, running as request:
         # Quota, Stars credits and the daily budget, booked together and settled together.
         hold = await billing.reserve(
             services,
@@ -251,13 +255,17 @@ async def run_generation(
                 message=reply_to,
                 ticket=ticket,
                 status_delay=settings.status_message_delay_seconds,
-                queued_text=texts.get(lang, "status.queued"),
-                working_text=texts.get(lang, "status.working"),
+                texts=texts,
+                lang=lang,
                 in_group=is_group(chat),
+                estimate=services.generation_times.estimate(
+                    model=description.model, quality=description.quality
+                ),
+                cancel_markup=cancel_keyboard(texts, lang, request.id),
+                request=request,
+                in_chat=lambda: services.running.in_chat(chat.id),
             )
             async with progress:
-                if not ticket.try_acquire():
-                    await ticket.wait()
                 # The images client holds the one deadline (IMAGE_TIMEOUT_SECONDS) of the call.
                 # No name here keeps the result: `_deliver` frees the pictures once spooled.
                 delivered, images_delivered = await _deliver(
@@ -267,9 +275,22 @@ async def run_generation(
                     chat=chat,
                     lang=lang,
                     job=job,
-                    result=await _charged_call(services, job, ticket, hold),
+                    progress=progress,
+                    result=await request.run(
+                        _queued_call(
+                            services,
+                            job=job,
+                            ticket=ticket,
+                            hold=hold,
+                            progress=progress,
+                            request=request,
+                        )
+                    ),
                 )
             outcome = "ok"
+        except Cancelled:
+            outcome = "cancelled"  # nothing delivered: `settle` gives the quota back
+            await reply_plain(reply_to, texts.get(lang, "cancel.done"))
         except ImagesError as exc:
             outcome = exc.kind
             logger.warning("generation failed for user %s: %s", user.id, exc.kind)
@@ -292,11 +313,39 @@ async def run_generation(
         return delivered
 
 
+async def _queued_call(
+    services: Services,
+    *,
+    job: Job,
+    ticket: Ticket,
+    hold: billing.Hold,
+    progress: Progress,
+    request: RunningRequest,
+) -> ImagesResult:
+    """Wait for a slot and make the call: the part of a request ❌ Cancel can stop."""
+    if not ticket.try_acquire():
+        await ticket.wait()
+    progress.running()
+    result = await _charged_call(services, job, ticket, hold, on_partial=progress.show_partial)
+    request.close()  # the pictures are paid for and on their way: too late to cancel
+    seconds = progress.running_for()
+    if seconds is not None:
+        services.generation_times.record(
+            model=job.description.model, quality=job.description.quality, seconds=seconds
+        )
+    return result
+
+
 async def _charged_call(
-    services: Services, job: Job, ticket: Ticket, hold: billing.Hold
+    services: Services,
+    job: Job,
+    ticket: Ticket,
+    hold: billing.Hold,
+    *,
+    on_partial: OnPartial | None = None,
 ) -> ImagesResult:
     """Make the paid call and note its cost on the hold."""
-    result = await _call_images(services, job, ticket)
+    result = await _call_images(services, job, ticket, on_partial=on_partial)
     hold.charge(result)
     return result
 
@@ -315,11 +364,13 @@ async def _with_source(services: Services, job: Job, *, reply_to: Message, lang:
     return replace(job, source=source)
 
 
-async def _call_images(services: Services, job: Job, ticket: Ticket) -> ImagesResult:
+async def _call_images(
+    services: Services, job: Job, ticket: Ticket, *, on_partial: OnPartial | None = None
+) -> ImagesResult:
     """Make the paid call; its generation slot is free again as soon as the call is over."""
     started = time.monotonic()
     try:
-        result = await _images_call(services, job)
+        result = await _images_call(services, job, on_partial=on_partial)
     except ImagesError as exc:
         services.metrics.backend_error(exc.kind)
         raise
@@ -330,10 +381,12 @@ async def _call_images(services: Services, job: Job, ticket: Ticket) -> ImagesRe
     return result
 
 
-async def _images_call(services: Services, job: Job) -> ImagesResult:
+async def _images_call(
+    services: Services, job: Job, *, on_partial: OnPartial | None = None
+) -> ImagesResult:
     images, description = services.images, job.description
     if job.kind == "edit" and job.source is not None:
-        return await images.edit(description, job.caps, image=job.source)
+        return await images.edit(description, job.caps, image=job.source, on_partial=on_partial)
     if job.kind == "variation" and job.source is not None:
         return await images.variation(
             model=description.model,
@@ -342,7 +395,7 @@ async def _images_call(services: Services, job: Job) -> ImagesResult:
             n=description.n,
             size=description.size,
         )
-    return await images.generate(description, job.caps)
+    return await images.generate(description, job.caps, on_partial=on_partial)
 
 
 async def _deliver(
@@ -353,6 +406,7 @@ async def _deliver(
     chat: Chat,
     lang: str,
     job: Job,
+    progress: Progress | None = None,
     result: ImagesResult,
 ) -> tuple[list[Message], int]:
     revised = next((i.revised_prompt for i in result.images if i.revised_prompt), None)
@@ -388,6 +442,7 @@ async def _deliver(
             pictures=pictures,
             result_id=result_id,
             revised=revised,
+            progress=progress,
         )
     finally:
         discard(pictures)  # whatever was not moved into the originals
@@ -404,6 +459,7 @@ async def _send_and_keep(
     pictures: list[Picture],
     result_id: str,
     revised: str | None,
+    progress: Progress | None = None,
 ) -> tuple[list[Message], int]:
     texts = services.texts
     caption = build_caption(
@@ -413,6 +469,8 @@ async def _send_and_keep(
     )
     markup = result_keyboard(services.texts, lang, result_id)
     originals = [(p.filename, p.data) for p in pictures]
+    # A streamed preview becomes the result (one photo) or goes once the result is sent.
+    preview = await progress.hand_over_preview() if progress is not None else None
     try:
         sent = await send_pictures(
             reply_to,
@@ -421,6 +479,7 @@ async def _send_and_keep(
             as_file=job.as_file,
             upload_limit=services.settings.telegram_upload_limit_bytes,
             reply_markup=markup if len(pictures) == 1 else None,
+            replace=preview,
         )
     except MaybeDelivered as exc:
         # Telegram most likely posted them (with their buttons): count them, say nothing more.
