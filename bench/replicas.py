@@ -69,16 +69,10 @@ def delivery(server: PostgresServer, *, replicas: int, pictures: int) -> tuple[f
                 for user in users:
                     tg.send_message(chat_id=user, user_id=user, text=f"/image cat {user}")
                 deadline = start + 120
-                while len(tg.calls_of("sendPhoto")) < pictures or not all(
-                    c.ok for c in tg.calls_of("sendPhoto")[-1:]
-                ):
-                    delivered = [c for c in tg.calls_of("sendPhoto") if c.ok]
-                    if len(delivered) >= pictures:
-                        break
+                while len(delivered := [c for c in tg.calls_of("sendPhoto") if c.ok]) < pictures:
                     if time.monotonic() > deadline:
                         raise SystemExit(f"only {len(delivered)} of {pictures} pictures arrived")
                     time.sleep(0.02)
-                delivered = [c for c in tg.calls_of("sendPhoto") if c.ok]
                 last = max(c.finished_at or c.at for c in delivered)
             running.stop()
         refused = sum(1 for c in tg.calls if c.status == 429)
