@@ -43,6 +43,29 @@ def _exactly_one_each(tg: TelegramEmulator, asked: list[tuple[int, int]]) -> Non
     assert set(counts.values()) == {1}, counts
 
 
+def _wait_answers(
+    tg: TelegramEmulator, chat: int, message_ids: list[int], timeout: float = 30.0
+) -> dict[int, list[str]]:
+    """Wait until each message has an answer; return the kinds of each one's answers, a moment
+    later (a second answer to any would be there by then). Status messages are left out."""
+
+    def answers() -> dict[int, list[str]]:
+        found: dict[int, list[str]] = {mid: [] for mid in message_ids}
+        for sent in tg.sent_messages(chat):
+            mid = (sent.get("reply_to_message") or {}).get("message_id")
+            if mid in found and not sent.deleted and sent.kind in ("photo", "text"):
+                found[mid].append(sent.kind)
+        return found
+
+    deadline = time.monotonic() + timeout
+    while not all(answers().values()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"unanswered: {answers()}")
+        time.sleep(0.05)
+    time.sleep(1.0)
+    return answers()
+
+
 def _conflicts(tg: TelegramEmulator) -> list[object]:
     return [
         call
@@ -90,7 +113,11 @@ def test_three_webhook_replicas_behind_a_balancer_answer_each_command_once(
 ) -> None:
     with TelegramEmulator(TOKEN) as tg, OpenAIEmulator(api_key=API_KEY) as oai:
         env = base_env(tg, oai, tmp_path / "unused")
-        env.update(STORE_URL=pg_server.create_database(), DAILY_IMAGE_LIMIT="5")
+        env.update(
+            STORE_URL=pg_server.create_database(),
+            DAILY_IMAGE_LIMIT="5",
+            MAX_INFLIGHT_PER_USER="20",
+        )
         with Replicas(env, tmp_path, count=3, webhook=True) as replicas:
             replicas.wait_healthy()
             # No WEBHOOK_SECRET_TOKEN: each replica derives the same secret from the token.
@@ -113,6 +140,19 @@ def test_three_webhook_replicas_behind_a_balancer_answer_each_command_once(
                     burst.append((user, update["message"]["message_id"]))
                 _wait_photos(tg, burst)
                 _exactly_one_each(tg, burst)
+                # 20 requests of one user at once, spread over the three: the daily limit of 5
+                # holds across them (the quota is booked in the database), and every request
+                # gets exactly one answer, a picture or the refusal.
+                quota_user = USER + 500
+                own = [
+                    tg.send_message(chat_id=quota_user, user_id=quota_user, text=f"/image {i}")
+                    for i in range(20)
+                ]
+                answers = _wait_answers(tg, quota_user, [u["message"]["message_id"] for u in own])
+                kinds = sorted(kinds for kinds in answers.values())
+                assert kinds == [["photo"]] * 5 + [["text"]] * 15, answers
+                refusals = [m.text or "" for m in tg.sent_messages(quota_user) if m.kind == "text"]
+                assert all("The limit resets" in text for text in refusals), refusals
                 # The quota is the database's: whichever replica answers knows the booking.
                 usage = tg.send_message(chat_id=USER, user_id=USER, text="/usage")
                 text = _wait_text_reply(tg, usage["message"]["message_id"])
@@ -122,7 +162,7 @@ def test_three_webhook_replicas_behind_a_balancer_answer_each_command_once(
     assert sorted(served) == sorted(replica.webhook for replica in replicas.replicas)
     assert all(count >= 2 for count in served.values()), served
     assert not tg.calls_of("getUpdates")
-    assert len(oai.api_requests) == 9 + BURST
+    assert len(oai.api_requests) == 9 + BURST + 5
     assert [call.method for call in tg.calls if call.status == 429] == []
     for code, log in logs.values():
         assert code == 0, log[-3000:]
