@@ -57,6 +57,8 @@ ENV_VARS: tuple[str, ...] = (
     "MODEL_PRICES",
     "STARS_PER_IMAGE",
     "STAR_PACKS",
+    "JOB_MAX_AGE_SECONDS",
+    "SHUTDOWN_GRACE_SECONDS",
 )
 """Every environment variable `load_settings` reads, in the order of the contract table."""
 
@@ -178,6 +180,8 @@ class Settings:
     )
     stars_per_image: int = 0
     star_packs: tuple[int, ...] = DEFAULT_STAR_PACKS
+    job_max_age_seconds: float = 1800.0  # older unfinished jobs are refunded, not resumed
+    shutdown_grace_seconds: float = 15.0  # what running jobs get on SIGTERM before cancellation
 
     def __post_init__(self) -> None:
         # Normalize values given directly (tests, other callers) the way load_settings does.
@@ -703,6 +707,12 @@ def load_settings(env: Mapping[str, str], *, require_telegram: bool = True) -> S
         f"a whole number of Stars from 0 to {MAX_STARS}",
     )
     star_packs = _read_star_packs(r, stars_per_image)
+    job_max_age = r.parsed(
+        "JOB_MAX_AGE_SECONDS", 1800.0, _parse_seconds(allow_zero=False), "a number of seconds > 0"
+    )
+    shutdown_grace = r.parsed(
+        "SHUTDOWN_GRACE_SECONDS", 15.0, _parse_seconds(allow_zero=True), "a number of seconds ≥ 0"
+    )
     if r.problems:
         raise ConfigError(r.problems)
     return Settings(
@@ -742,4 +752,6 @@ def load_settings(env: Mapping[str, str], *, require_telegram: bool = True) -> S
         model_prices=model_prices,
         stars_per_image=stars_per_image,
         star_packs=star_packs,
+        job_max_age_seconds=job_max_age,
+        shutdown_grace_seconds=shutdown_grace,
     )

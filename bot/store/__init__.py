@@ -1,11 +1,15 @@
 """Persistent state behind one interface: `Store` (`base`), implemented by `SqliteStore`."""
 
 from bot.store.base import (
+    FINISHED_STATES,
+    JOB_STATES,
     RESERVATION_TTL,
     RESULTS_PER_USER,
     SETTING_SCOPES,
+    UNFINISHED_STATES,
     BudgetHold,
     Clock,
+    JobRecord,
     Payment,
     PaymentError,
     Reservation,
@@ -21,12 +25,16 @@ from bot.store.sqlite import DB_FILENAME, MIGRATIONS, SqliteStore
 
 __all__ = [
     "DB_FILENAME",
+    "FINISHED_STATES",
+    "JOB_STATES",
     "MIGRATIONS",
     "RESERVATION_TTL",
     "RESULTS_PER_USER",
     "SETTING_SCOPES",
+    "UNFINISHED_STATES",
     "BudgetHold",
     "Clock",
+    "JobRecord",
     "Payment",
     "PaymentError",
     "Reservation",
