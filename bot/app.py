@@ -1,8 +1,10 @@
 """Wiring: build the `Application`, open and close the shared services, run until stopped.
 
 `running(settings)` is the whole life of the bot as an async context manager (open the store and
-the images client, initialize the bot, register the command menu, start polling or the webhook),
-used by `run()` for `python -m bot` and by the tests, so both go through the same code.
+the images client, initialize the bot, register the command menu, resume the jobs a previous run
+left, start polling or the webhook), used by `run()` for `python -m bot` and by the tests, so
+both go through the same code. Leaving it is the quick clean stop: updates stop at once, queued
+jobs stay in the store, running ones get `SHUTDOWN_GRACE_SECONDS` (`bot.jobs.JobRunner.stop`).
 """
 
 from __future__ import annotations
@@ -32,9 +34,11 @@ from bot.config import Settings
 from bot.flood import FloodGate
 from bot.handlers import register
 from bot.handlers.delivery import clear_spool
+from bot.handlers.jobs import TelegramEvents
 from bot.handlers.services import Services
 from bot.i18n import Texts
 from bot.images import ImagesClient
+from bot.jobs import JobRunner
 from bot.limiter import GenerationLimiter
 from bot.originals import Originals
 from bot.store import SqliteStore, StoreError
@@ -148,6 +152,7 @@ async def open_services(settings: Settings, *, clock: Clock = utc_now) -> Servic
         originals=Originals(
             settings.data_dir / "originals", max_bytes=settings.originals_max_bytes
         ),
+        jobs=JobRunner(store=store, images=images, limiter=limiter, settings=settings, clock=clock),
     )
 
 
@@ -215,6 +220,8 @@ async def running(
                     logger.warning("could not register the command menu: %s", exc)
                 await app.start()
                 try:
+                    # Before any new update: resumed jobs keep their place in the queue.
+                    await services.jobs.start(TelegramEvents(app.bot, services))
                     await _start_updates(app, settings, webhook_secret=webhook_secret)
                     logger.info(
                         "bot @%s is running (%s, model %s)",
@@ -226,6 +233,8 @@ async def running(
                 finally:
                     if app.updater is not None and app.updater.running:
                         await app.updater.stop()
+                    # Updates already received still become jobs, kept for the next start.
+                    await services.jobs.stop(settings.shutdown_grace_seconds)
                     if app.running:
                         await app.stop()
     finally:

@@ -89,10 +89,13 @@ class GenerationLimiter:
         """Return how many requests of this user are running or queued."""
         return self._per_user.get(user_id, 0)
 
-    def claim(self, user_id: int) -> Ticket:
-        """Admit one request of `user_id`, or raise `UserBusy` when the user is at the cap."""
+    def claim(self, user_id: int, *, force: bool = False) -> Ticket:
+        """Admit one request of `user_id`, or raise `UserBusy` when the user is at the cap.
+
+        `force` admits it whatever the cap (a job resumed after a restart was admitted before).
+        """
         count = self._per_user.get(user_id, 0)
-        if count >= self.max_per_user:
+        if count >= self.max_per_user and not force:
             raise UserBusy(self.max_per_user)
         self._per_user[user_id] = count + 1
         return Ticket(self, user_id)

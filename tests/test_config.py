@@ -129,6 +129,8 @@ def test_every_field_is_set_from_the_environment() -> None:
         "MODEL_PRICES": '{"dall-e-3": {"per_image": 0.04}}',
         "STARS_PER_IMAGE": "5",
         "STAR_PACKS": "50, 10,200",
+        "JOB_MAX_AGE_SECONDS": "600",
+        "SHUTDOWN_GRACE_SECONDS": "0",
     }
     assert set(env) == set(ENV_VARS)
     s = load_settings(env)
@@ -173,6 +175,8 @@ def test_every_field_is_set_from_the_environment() -> None:
     assert s.daily_budget == 2_500_000_000
     assert s.model_prices["dall-e-3"].per_image == 40_000_000
     assert s.stars_per_image == 5
+    assert s.job_max_age_seconds == 600.0
+    assert s.shutdown_grace_seconds == 0.0
     assert s.stars_enabled
     assert s.star_packs == (10, 50, 200)
 

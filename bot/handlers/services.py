@@ -9,6 +9,7 @@ from datetime import datetime
 from bot.config import Settings
 from bot.i18n import Texts
 from bot.images import ImagesClient
+from bot.jobs import JobRunner
 from bot.limiter import GenerationLimiter
 from bot.originals import Originals
 from bot.store import Store
@@ -25,5 +26,6 @@ class Services:
     limiter: GenerationLimiter
     clock: Callable[[], datetime]
     originals: Originals
+    jobs: JobRunner  # every generation is one of its jobs
     # (chat_id, user_id) -> when a "not allowed" notice was last sent in that group.
     denied_notices: dict[tuple[int, int], datetime] = field(default_factory=dict)
