@@ -154,9 +154,11 @@ class TelegramEvents:
     ) -> Delivered:
         """Send the pictures with caption and buttons; explain when they could not go out."""
         target = reply_target(self._bot, job)
+        parcel = [result]
+        del result  # `_deliver` frees the pictures once spooled; no name here may keep them
         try:
             count = await _deliver(
-                self._services, target, job=job, result=result, acknowledged=acknowledged
+                self._services, target, job=job, result=parcel.pop(), acknowledged=acknowledged
             )
         except DeliveryError as exc:
             await report_undelivered(

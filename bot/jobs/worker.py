@@ -312,7 +312,10 @@ class JobRunner:
             async def acknowledged(count: int) -> None:
                 await self._acknowledged(live, count)
 
-            done = await events.deliver(job, result, acknowledged=acknowledged)
+            # Handed over with no name left here: the delivery frees the pictures once spooled.
+            parcel = [result]
+            del result
+            done = await events.deliver(job, parcel.pop(), acknowledged=acknowledged)
         return done.count, done.outcome
 
     async def _call(self, request: ImageRequest, source: bytes | None) -> ImagesResult:
