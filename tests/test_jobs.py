@@ -107,6 +107,9 @@ class Recorder:
     async def expired(self, job: Job) -> None:
         self.too_old.append(job)
 
+    async def unexpected(self, job: Job, exc: Exception) -> None:
+        self.failures.append((job, type(exc).__name__))
+
     async def budget_reached(self, levels: tuple[int, ...], spent: int) -> None:
         pass
 
@@ -309,3 +312,19 @@ async def test_cancel_ends_a_stored_job_that_is_not_running(world: World) -> Non
     assert await runner.cancel(job.id)
     assert await _state_is(world, job.id, "cancelled")
     assert await _used(world) == 0
+
+
+class Broken(Recorder):
+    async def deliver(self, job: Job, result: ImagesResult, *, acknowledged: Any) -> Delivered:
+        raise RuntimeError("a bug on the Telegram side")
+
+
+async def test_an_unexpected_failure_is_told_and_refunded(world: World) -> None:
+    events = Broken(world.store)
+    runner = world.runner()
+    await runner.start(events)
+    job = await runner.submit(ORIGIN, _request())
+    await _until(lambda: _state_is(world, job.id, "failed"))
+    assert [kind for _, kind in events.failures] == ["RuntimeError"]
+    assert await _used(world) == 0
+    await runner.stop(1)

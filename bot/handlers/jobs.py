@@ -185,6 +185,19 @@ class TelegramEvents:
             reply_target(self._bot, job), self._services.texts.get(job.origin.lang, "job.expired")
         )
 
+    async def unexpected(self, job: Job, exc: Exception) -> None:
+        """Log what no step expected, like the error handler, and tell the user (refunded)."""
+        logger.error(
+            "unexpected error in job %s: %s",
+            job.id,
+            type(exc).__name__,
+            exc_info=(type(exc), exc, exc.__traceback__),
+        )
+        await reply_plain(
+            reply_target(self._bot, job),
+            self._services.texts.get(job.origin.lang, "error.unexpected"),
+        )
+
     async def budget_reached(self, levels: tuple[int, ...], spent: pricing.Nanos) -> None:
         """Tell the admins how much of the day's budget is used."""
         await billing.alert_budget(self._services, self._bot, levels=levels, spent=spent)

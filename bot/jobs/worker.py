@@ -78,6 +78,10 @@ class Events(Protocol):
         """Tell the user a request cut off by a restart was too old to resume (refunded)."""
         ...
 
+    async def unexpected(self, job: Job, exc: Exception) -> None:
+        """Log a failure nobody expected (with its traceback) and tell the user generically."""
+        ...
+
     async def budget_reached(self, levels: tuple[int, ...], spent: pricing.Nanos) -> None:
         """Tell the admins the day's spend reached these levels (80, 100 percent)."""
         ...
@@ -267,6 +271,8 @@ class JobRunner:
             await self._on_events().failed(live.job, exc)
         except _Postpone:
             live.postponed = True
+        except Exception as exc:  # the task's boundary: nothing above it would see this
+            await self._on_events().unexpected(live.job, exc)
         except asyncio.CancelledError:
             if not live.cancel_requested:
                 live.postponed = True  # the bot is stopping
@@ -279,6 +285,8 @@ class JobRunner:
             try:
                 if not live.postponed:
                     await self._finish(live, delivered=delivered, outcome=outcome)
+            except StoreError as exc:  # it stays unfinished: the next start runs it again
+                logger.error("job %s could not be finished: %s", live.job.id, exc)
             finally:
                 live.ticket.release()
                 self._live.pop(live.job.id, None)
