@@ -43,18 +43,27 @@ def _kill(proc: subprocess.Popen[str]) -> None:
     proc.communicate(timeout=10)
 
 
+def _start_hung(
+    env: dict[str, str], tmp_path: Path, tg: TelegramEmulator, oai: OpenAIEmulator, prompt: str
+) -> tuple[subprocess.Popen[str], int]:
+    """Start the bot with a backend that hangs, ask for a picture; return once it is asked."""
+    oai.queue_faults([Fault.hang(120)])
+    proc = _start(env, tmp_path)
+    try:
+        tg.wait_for("getUpdates", timeout=20)
+        msg = tg.send_message(chat_id=USER, user_id=USER, text=f"/image {prompt}")
+        oai.wait_for_requests(1, timeout=10)
+    except BaseException:
+        _kill(proc)
+        raise
+    return proc, int(msg["message"]["message_id"])
+
+
 def test_kill_9_mid_generation_then_restart_delivers_once(tmp_path: Path) -> None:
     with TelegramEmulator(TOKEN) as tg, OpenAIEmulator(api_key=API_KEY) as oai:
         env = _env(tg, oai, tmp_path)
-        oai.queue_faults([Fault.hang(60)])
-        proc = _start(env, tmp_path)
-        try:
-            tg.wait_for("getUpdates", timeout=20)
-            msg = tg.send_message(chat_id=USER, user_id=USER, text="/image crash-proof fox")
-            oai.wait_for_requests(1, timeout=10)
-        finally:
-            _kill(proc)
-        message_id = msg["message"]["message_id"]
+        proc, message_id = _start_hung(env, tmp_path, tg, oai, "crash-proof fox")
+        _kill(proc)
 
         proc = _start(env, tmp_path)
         try:
@@ -72,15 +81,7 @@ def test_kill_9_mid_generation_then_restart_delivers_once(tmp_path: Path) -> Non
 def test_sigterm_with_a_hung_backend_stops_in_grace_and_resumes(tmp_path: Path) -> None:
     with TelegramEmulator(TOKEN) as tg, OpenAIEmulator(api_key=API_KEY) as oai:
         env = _env(tg, oai, tmp_path, SHUTDOWN_GRACE_SECONDS="2")
-        oai.queue_faults([Fault.hang(120)])
-        proc = _start(env, tmp_path)
-        try:
-            tg.wait_for("getUpdates", timeout=20)
-            msg = tg.send_message(chat_id=USER, user_id=USER, text="/image patient heron")
-            oai.wait_for_requests(1, timeout=10)
-        except BaseException:
-            _kill(proc)
-            raise
+        proc, message_id = _start_hung(env, tmp_path, tg, oai, "patient heron")
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         try:
@@ -90,7 +91,6 @@ def test_sigterm_with_a_hung_backend_stops_in_grace_and_resumes(tmp_path: Path) 
             raise AssertionError("the bot did not stop within the grace period + 5 s") from None
         assert proc.returncode == 0, err[-3000:]
         assert time.monotonic() - started < 2 + 5
-        message_id = msg["message"]["message_id"]
         assert _replies(tg, message_id, "photo") == []
 
         proc = _start(env, tmp_path)
@@ -106,20 +106,13 @@ def test_sigterm_with_a_hung_backend_stops_in_grace_and_resumes(tmp_path: Path) 
 def test_a_job_too_old_to_resume_is_refunded_with_a_notice(tmp_path: Path) -> None:
     with TelegramEmulator(TOKEN) as tg, OpenAIEmulator(api_key=API_KEY) as oai:
         env = _env(tg, oai, tmp_path, SHUTDOWN_GRACE_SECONDS="0")
-        oai.queue_faults([Fault.hang(120)])
-        proc = _start(env, tmp_path)
-        try:
-            tg.wait_for("getUpdates", timeout=20)
-            msg = tg.send_message(chat_id=USER, user_id=USER, text="/image forgotten owl")
-            oai.wait_for_requests(1, timeout=10)
-        finally:
-            code, err = _stop(proc)
+        proc, message_id = _start_hung(env, tmp_path, tg, oai, "forgotten owl")
+        code, err = _stop(proc)
         assert code == 0, err[-3000:]
         time.sleep(1.5)
 
         proc = _start({**env, "JOB_MAX_AGE_SECONDS": "1"}, tmp_path)
         try:
-            message_id = msg["message"]["message_id"]
             notice = _wait_text_reply(tg, message_id)
             assert EXPIRED in notice, notice
             assert "0 of 5" in _usage(tg)

@@ -12,16 +12,7 @@ from pathlib import Path
 import pytest
 
 from bot.store import FINISHED_STATES, BudgetHold, JobRecord, Reservation, SqliteStore, Store
-
-GROUP = -1001234567890
-
-
-class FakeClock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
+from tests.test_store import GROUP, FakeClock
 
 
 async def _sqlite(path: Path, clock: FakeClock) -> Store:
