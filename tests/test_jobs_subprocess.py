@@ -59,20 +59,28 @@ def _start_hung(
     return proc, int(msg["message"]["message_id"])
 
 
+def _restart_delivers_once(
+    env: dict[str, str], tmp_path: Path, tg: TelegramEmulator, message_id: int
+) -> str:
+    """Start the bot again: the picture arrives once, one picture is counted; return stderr."""
+    proc = _start(env, tmp_path)
+    try:
+        _wait_photo_reply(tg, message_id)
+        assert "1 of 5" in _usage(tg)
+    finally:
+        code, err = _stop(proc)
+    assert code == 0, err[-3000:]
+    assert len(_replies(tg, message_id, "photo")) == 1
+    return err
+
+
 def test_kill_9_mid_generation_then_restart_delivers_once(tmp_path: Path) -> None:
     with TelegramEmulator(TOKEN) as tg, OpenAIEmulator(api_key=API_KEY) as oai:
         env = _env(tg, oai, tmp_path)
         proc, message_id = _start_hung(env, tmp_path, tg, oai, "crash-proof fox")
         _kill(proc)
 
-        proc = _start(env, tmp_path)
-        try:
-            _wait_photo_reply(tg, message_id)
-            assert "1 of 5" in _usage(tg)
-        finally:
-            code, err = _stop(proc)
-        assert code == 0, err[-3000:]
-        assert len(_replies(tg, message_id, "photo")) == 1
+        err = _restart_delivers_once(env, tmp_path, tg, message_id)
         assert any(RESUMED in text for text in _replies(tg, message_id, "text")), err[-3000:]
         assert len(oai.api_requests) == 2  # the one cut off, and the resumed one
         assert "Traceback" not in err
@@ -93,14 +101,7 @@ def test_sigterm_with_a_hung_backend_stops_in_grace_and_resumes(tmp_path: Path) 
         assert time.monotonic() - started < 2 + 5
         assert _replies(tg, message_id, "photo") == []
 
-        proc = _start(env, tmp_path)
-        try:
-            _wait_photo_reply(tg, message_id)
-            assert "1 of 5" in _usage(tg)
-        finally:
-            code, err = _stop(proc)
-        assert code == 0, err[-3000:]
-        assert len(_replies(tg, message_id, "photo")) == 1
+        err = _restart_delivers_once(env, tmp_path, tg, message_id)
 
 
 def test_a_job_too_old_to_resume_is_refunded_with_a_notice(tmp_path: Path) -> None:
