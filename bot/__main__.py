@@ -23,11 +23,12 @@ from bot.config import (
     startup_failure_delay,
     startup_warnings,
 )
-from bot.redaction import Redactor, secret_header_values
+from bot.redaction import Redactor, secret_header_values, url_password
 
 USAGE = """\
 usage: python -m bot [run]
        python -m bot generate PROMPT [--size WxH] [-n N] [-o DIR] [options]
+       python -m bot migrate-store
        python -m bot -V | --version
 
   `telegram-image-bot` (the installed console script) is the same program:
@@ -37,6 +38,8 @@ usage: python -m bot [run]
              and from .env in the current directory (see .env.example)
   generate   make images once and save them; needs no Telegram token
              (`python -m bot generate --help` lists its options)
+  migrate-store  copy the SQLite database in DATA_DIR into the empty PostgreSQL
+             database at STORE_URL (README: "Running on PostgreSQL")
 """
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -69,6 +72,7 @@ def configure_logging(settings: Settings) -> None:
                 settings.telegram_bot_token.get(),
                 settings.openai_api_key.get(),
                 settings.webhook_secret_token.get(),
+                url_password(settings.store_url.get()),
                 *secret_header_values(settings.openai_extra_headers),
             ),
         )
@@ -141,6 +145,10 @@ def main(argv: list[str] | None = None, *, sleep: Callable[[float], None] = time
         # Failures are reported as one line on stderr; keep library warnings (retries) out of it.
         logging.getLogger().addHandler(logging.NullHandler())
         return generate_main(args[1:], env=os.environ)
+    if args and args[0] == "migrate-store":
+        from bot.migrate_store import main as migrate_main
+
+        return migrate_main(args[1:], env=os.environ)
     if args and args != ["run"]:
         print(f"python -m bot: unknown arguments {' '.join(args)!r}; try --help", file=sys.stderr)
         return 2

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import secrets
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from http import HTTPStatus
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from telegram import BotCommand, BotCommandScopeDefault, Update
@@ -29,23 +31,28 @@ from telegram.ext import (
     BaseRateLimiter,
     Defaults,
 )
+from telegram.request import HTTPXRequest
 
 from bot.config import Settings
 from bot.flood import FloodGate
 from bot.handlers import register
 from bot.handlers.delivery import clear_spool
+from bot.handlers.errors import telegram_error_kind
 from bot.handlers.jobs import TelegramEvents
 from bot.handlers.services import Services
+from bot.handlers.webhook import webhook_receiver
 from bot.i18n import Texts
 from bot.images import ImagesClient
 from bot.jobs import JobRunner
 from bot.limiter import GenerationLimiter
-from bot.originals import Originals
-from bot.store import SqliteStore, StoreError
+from bot.metrics import Load, Metrics
+from bot.store import StoreError, open_store
+from bot.web import ListenError, Webhook, WebServer
 
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+_T = TypeVar("_T")
 MENU = ("image", "edit", "settings", "usage", "history", "help")
 PAID_MENU = ("buy", "balance")  # shown when Telegram Stars are on (STARS_PER_IMAGE > 0)
 POLL_TIMEOUT = 30
@@ -71,9 +78,16 @@ class FloodControl(BaseRateLimiter[None]):
     calls (answering buttons, getFile, …) go straight through, retried after a 429 like messages.
     """
 
-    def __init__(self, gate: FloodGate | None = None, *, max_retries: int = MAX_RETRIES) -> None:
+    def __init__(
+        self,
+        gate: FloodGate | None = None,
+        *,
+        max_retries: int = MAX_RETRIES,
+        metrics: Metrics | None = None,
+    ) -> None:
         self._gate = gate or FloodGate()
         self._max_retries = max_retries
+        self._metrics = metrics or Metrics()
 
     async def initialize(self) -> None:
         """Nothing to set up."""
@@ -92,7 +106,7 @@ class FloodControl(BaseRateLimiter[None]):
     ) -> bool | dict[str, Any] | list[dict[str, Any]]:
         """Send the request when its chat may have it; wait out a 429 for that chat alone."""
         if endpoint == "sendChatAction":
-            return await callback(*args, **kwargs)
+            return await self._counted(callback(*args, **kwargs))
         chat = data.get("chat_id")
         key = chat if isinstance(chat, int | str) else None
         paced = endpoint.startswith(PACED_PREFIXES)
@@ -104,7 +118,7 @@ class FloodControl(BaseRateLimiter[None]):
             elif key is not None:
                 await self._gate.wait_chat(key)
             try:
-                return await callback(*args, **kwargs)
+                return await self._counted(callback(*args, **kwargs))
             except RetryAfter as exc:
                 if attempt >= self._max_retries:
                     raise
@@ -117,6 +131,33 @@ class FloodControl(BaseRateLimiter[None]):
                     self._gate.penalize(key, wait)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def _counted(self, call: Awaitable[_T]) -> _T:
+        """Await one Bot API call, counting its failure (each 429 too) by kind."""
+        try:
+            return await call
+        except TelegramError as exc:
+            self._metrics.telegram_error(telegram_error_kind(exc))
+            raise
+
+
+class PollingRequest(HTTPXRequest):
+    """The getUpdates connection, remembering whether Telegram answered the last call (for
+    /healthz: a bot whose getUpdates fail, e.g. a second process polling, is not polling)."""
+
+    def __init__(self) -> None:
+        super().__init__(connection_pool_size=1)  # what ApplicationBuilder gives getUpdates
+        self.failing = False
+
+    async def do_request(self, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
+        """Make the call and note whether it got a 200."""
+        try:
+            status, body = await super().do_request(*args, **kwargs)
+        except TelegramError:
+            self.failing = True
+            raise
+        self.failing = status != HTTPStatus.OK
+        return status, body
+
 
 def _is_group(chat: int | str | None) -> bool:
     """Return whether a chat id names a group, supergroup or channel (negative, or @name)."""
@@ -125,12 +166,20 @@ def _is_group(chat: int | str | None) -> bool:
 
 async def open_services(settings: Settings, *, clock: Clock = utc_now) -> Services:
     """Open the store and create the images client (raises `StoreError`)."""
-    store = await SqliteStore.open(settings.data_dir, clock=clock)
+    store = await open_store(
+        settings.store_url.get(),
+        data_dir=settings.data_dir,
+        clock=clock,
+        originals_max_bytes=settings.originals_max_bytes,
+    )
     await asyncio.to_thread(clear_spool, settings.data_dir)
     # The images client tells the limiter of 429s and successes: the limit adapts (AIMD).
     limiter = GenerationLimiter(
         max_concurrent=settings.max_concurrent_generations,
         max_per_user=settings.max_inflight_per_user,
+    )
+    metrics = Metrics(
+        load=lambda: Load(queued=limiter.queued, in_flight=limiter.running, limit=limiter.limit)
     )
     images = ImagesClient(
         base_url=settings.openai_base_url,
@@ -141,6 +190,8 @@ async def open_services(settings: Settings, *, clock: Clock = utc_now) -> Servic
         max_response_bytes=settings.image_max_response_bytes,
         max_connections=max(settings.max_concurrent_generations * 2, 8),
         pacer=limiter,
+        stream_previews=settings.stream_previews,
+        preview_images=settings.preview_images,
     )
     return Services(
         settings=settings,
@@ -149,10 +200,16 @@ async def open_services(settings: Settings, *, clock: Clock = utc_now) -> Servic
         texts=Texts.load(),
         limiter=limiter,
         clock=clock,
-        originals=Originals(
-            settings.data_dir / "originals", max_bytes=settings.originals_max_bytes
+        originals=store.originals,
+        metrics=metrics,
+        jobs=JobRunner(
+            store=store,
+            images=images,
+            limiter=limiter,
+            settings=settings,
+            clock=clock,
+            metrics=metrics,
         ),
-        jobs=JobRunner(store=store, images=images, limiter=limiter, settings=settings, clock=clock),
     )
 
 
@@ -162,15 +219,18 @@ async def close_services(services: Services) -> None:
     await services.store.close()
 
 
-def build_application(services: Services) -> Application[Any, Any, Any, Any, Any, Any]:
+def build_application(
+    services: Services, *, polling: PollingRequest | None = None
+) -> Application[Any, Any, Any, Any, Any, Any]:
     """Build the python-telegram-bot Application with every handler registered."""
     settings = services.settings
     app = (
         ApplicationBuilder()
         .token(settings.telegram_bot_token.get())
+        .get_updates_request(polling or PollingRequest())
         .base_url(settings.bot_api_base_url)
         .base_file_url(settings.bot_file_base_url)
-        .rate_limiter(FloodControl())
+        .rate_limiter(FloodControl(metrics=services.metrics))
         # Queued generations hold an update slot while they wait; keep room for everyone else.
         .concurrent_updates(CONCURRENT_UPDATES)
         .defaults(Defaults(allow_sending_without_reply=True))
@@ -211,7 +271,8 @@ async def running(
     """Run the bot (polling or webhook) for the duration of the `async with` block."""
     services = await open_services(settings, clock=clock)
     try:
-        app = build_application(services)
+        polling = PollingRequest()
+        app = build_application(services, polling=polling)
         with _webhook_secret(settings) as webhook_secret:
             async with app:
                 try:
@@ -222,18 +283,19 @@ async def running(
                 try:
                     # Before any new update: resumed jobs keep their place in the queue.
                     await services.jobs.start(TelegramEvents(app.bot, services))
-                    await _start_updates(app, settings, webhook_secret=webhook_secret)
-                    logger.info(
-                        "bot @%s is running (%s, model %s)",
-                        app.bot.username,
-                        "webhook" if settings.webhook_url else "long polling",
-                        settings.image_model,
-                    )
-                    yield app, services
+                    async with _receiving(
+                        app, services, polling=polling, webhook_secret=webhook_secret
+                    ):
+                        logger.info(
+                            "bot @%s is running (%s, model %s)",
+                            app.bot.username,
+                            "webhook" if settings.webhook_url else "long polling",
+                            settings.image_model,
+                        )
+                        yield app, services
                 finally:
-                    if app.updater is not None and app.updater.running:
-                        await app.updater.stop()
-                    # Updates already received still become jobs, kept for the next start.
+                    # Updates are no longer received; those already in still become jobs, kept
+                    # for the next start. Running jobs get the grace period, then stay too.
                     await services.jobs.stop(settings.shutdown_grace_seconds)
                     if app.running:
                         await app.stop()
@@ -241,24 +303,98 @@ async def running(
         await close_services(services)
 
 
-async def _start_updates(
-    app: Application[Any, Any, Any, Any, Any, Any], settings: Settings, *, webhook_secret: str
-) -> None:
-    """Start receiving updates: the webhook when `WEBHOOK_URL` is set, else long polling."""
+@contextlib.asynccontextmanager
+async def _receiving(
+    app: Application[Any, Any, Any, Any, Any, Any],
+    services: Services,
+    *,
+    polling: PollingRequest,
+    webhook_secret: str,
+) -> AsyncIterator[None]:
+    """Receive updates (the webhook when `WEBHOOK_URL` is set, else long polling) and serve
+    /healthz and /metrics (on the webhook server, and on `METRICS_PORT` when set)."""
+    settings, metrics = services.settings, services.metrics
     updater = app.updater
     if updater is None:
         raise RuntimeError("the application has no updater")
+    webhook_set = False
+
+    def receiving() -> str | None:
+        if settings.webhook_url is not None:
+            return None if webhook_set else "not receiving updates"
+        if not updater.running:
+            return "not receiving updates"
+        return "polling failing" if polling.failing else None
+
+    async def health() -> str | None:
+        return await _health(app, services, receiving=receiving)
+
+    serve = functools.partial(WebServer, health=health, metrics=metrics)
+    servers: list[WebServer] = []
     if settings.webhook_url is not None:
-        await updater.start_webhook(
-            listen=settings.webhook_listen,
-            port=settings.webhook_port,
-            url_path=urlsplit(settings.webhook_url).path.lstrip("/"),
-            webhook_url=settings.webhook_url,
-            secret_token=webhook_secret,
-            allowed_updates=Update.ALL_TYPES,
+        receiver = webhook_receiver(app, secret=webhook_secret)
+        webhook = Webhook(path=urlsplit(settings.webhook_url).path, receive=receiver)
+        servers.append(
+            serve(
+                listen=settings.webhook_listen,
+                port=settings.webhook_port,
+                webhook=webhook,
+                name="the webhook server",
+            )
         )
-    else:
-        await updater.start_polling(timeout=POLL_TIMEOUT, allowed_updates=Update.ALL_TYPES)
+    if settings.metrics_port is not None and not (
+        settings.webhook_url is not None and settings.metrics_port == settings.webhook_port
+    ):
+        servers.append(serve(listen=settings.metrics_listen, port=settings.metrics_port))
+    async with contextlib.AsyncExitStack() as stack:
+        for server in servers:
+            await server.start()
+            stack.push_async_callback(server.stop)
+        if settings.webhook_url is not None:
+            # Our own server takes the posts (python-telegram-bot's has no room for other
+            # routes); this is the registration `Updater.start_webhook` would make.
+            await app.bot.set_webhook(
+                url=settings.webhook_url,
+                allowed_updates=Update.ALL_TYPES,
+                secret_token=webhook_secret,
+            )
+            webhook_set = True
+        else:
+            await updater.start_polling(
+                timeout=POLL_TIMEOUT,
+                allowed_updates=Update.ALL_TYPES,
+                error_callback=functools.partial(_polling_failed, metrics),
+            )
+        try:
+            yield
+        finally:
+            webhook_set = False
+            if updater.running:
+                await updater.stop()
+
+
+async def _health(
+    app: Application[Any, Any, Any, Any, Any, Any],
+    services: Services,
+    *,
+    receiving: Callable[[], str | None],
+) -> str | None:
+    """Return None when the bot takes updates and its store answers, else a short reason."""
+    if not app.running:
+        return "not running"
+    if (reason := receiving()) is not None:
+        return reason
+    try:
+        await services.store.ping()
+    except StoreError:
+        return "store not answering"
+    return None
+
+
+def _polling_failed(metrics: Metrics, exc: TelegramError) -> None:
+    """Count and log one failed getUpdates (python-telegram-bot retries it)."""
+    metrics.telegram_error(telegram_error_kind(exc))
+    logger.error("polling for updates failed: %s", exc)
 
 
 class _HideSecret(logging.Filter):
@@ -325,11 +461,7 @@ def run(settings: Settings) -> int:
         print(f"Cannot reach the Telegram Bot API at start-up: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
-        where = (
-            f"the webhook server on {settings.webhook_listen}:{settings.webhook_port}"
-            if settings.webhook_url is not None
-            else "the bot"
-        )
+        where = exc.where if isinstance(exc, ListenError) else "the bot"
         print(f"Cannot start {where}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     return 0

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from bot import pricing
+from bot.redaction import redact
 
 ENV_VARS: tuple[str, ...] = (
     "TELEGRAM_BOT_TOKEN",
@@ -57,10 +58,18 @@ ENV_VARS: tuple[str, ...] = (
     "MODEL_PRICES",
     "STARS_PER_IMAGE",
     "STAR_PACKS",
+    "STREAM_PREVIEWS",
+    "PREVIEW_IMAGES",
+    "METRICS_PORT",
+    "METRICS_LISTEN",
+    "STORE_URL",
     "JOB_MAX_AGE_SECONDS",
     "SHUTDOWN_GRACE_SECONDS",
 )
 """Every environment variable `load_settings` reads, in the order of the contract table."""
+
+STREAM_MODES: tuple[str, ...] = ("auto", "on", "off")
+"""STREAM_PREVIEWS: auto streams the models known to stream (the GPT image family)."""
 
 LOG_LEVELS: tuple[str, ...] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -180,12 +189,19 @@ class Settings:
     )
     stars_per_image: int = 0
     star_packs: tuple[int, ...] = DEFAULT_STAR_PACKS
+    stream_previews: str = "auto"
+    preview_images: int = 2
+    metrics_port: int | None = None  # /healthz and /metrics in polling mode; None = off
+    metrics_listen: str = "127.0.0.1"
+    # Empty: SQLite in DATA_DIR; postgresql://user:password@host/db: PostgreSQL (a secret: the
+    # URL carries the password).
+    store_url: Secret = field(default_factory=Secret)
     job_max_age_seconds: float = 1800.0  # older unfinished jobs are refunded, not resumed
     shutdown_grace_seconds: float = 15.0  # what running jobs get on SIGTERM before cancellation
 
     def __post_init__(self) -> None:
         # Normalize values given directly (tests, other callers) the way load_settings does.
-        for name in ("telegram_bot_token", "openai_api_key", "webhook_secret_token"):
+        for name in ("telegram_bot_token", "openai_api_key", "webhook_secret_token", "store_url"):
             value: object = getattr(self, name)
             if isinstance(value, str):
                 object.__setattr__(self, name, Secret(value))
@@ -554,6 +570,39 @@ def _read_star_packs(reader: _Reader, stars_per_image: int) -> tuple[int, ...]:
     return packs
 
 
+STORE_SCHEMES = ("postgresql", "postgres")
+
+
+def _read_store_url(reader: _Reader) -> Secret:
+    """Read STORE_URL: empty, or a postgresql:// URL with a host and a database name."""
+    name = "STORE_URL"
+    value = reader.raw(name)
+    if value is None:
+        return Secret()
+    try:
+        parts = urlsplit(value)
+        _ = parts.port  # raises ValueError on a malformed port
+        ok = (
+            parts.scheme.lower() in STORE_SCHEMES
+            and bool(parts.hostname)
+            and bool(parts.path.strip("/"))
+            and "/" not in parts.path.strip("/")
+            and not any(ch.isspace() for ch in value)
+        )
+    except ValueError:
+        ok = False
+    if not ok:
+        # Shown with its password hidden: it may be a real one next to a typo.
+        reader.bad(
+            name,
+            "empty (SQLite in DATA_DIR) or a PostgreSQL URL like "
+            "postgresql://user:password@host:5432/database",
+            redact(value),
+        )
+        return Secret()
+    return Secret(value)
+
+
 def _check_model_defaults(
     reader: _Reader,
     *,
@@ -707,6 +756,20 @@ def load_settings(env: Mapping[str, str], *, require_telegram: bool = True) -> S
         f"a whole number of Stars from 0 to {MAX_STARS}",
     )
     star_packs = _read_star_packs(r, stars_per_image)
+    stream_previews = r.parsed(
+        "STREAM_PREVIEWS",
+        "auto",
+        lambda value: value.lower() if value.lower() in STREAM_MODES else None,
+        "one of " + ", ".join(STREAM_MODES),
+    )
+    preview_images = r.parsed("PREVIEW_IMAGES", 2, _parse_int(1, 3), "a whole number from 1 to 3")
+    metrics_port = r.parsed(
+        "METRICS_PORT", None, _parse_int(1, 65535), "a port number from 1 to 65535 (or empty: off)"
+    )
+    metrics_listen = r.parsed(
+        "METRICS_LISTEN", "127.0.0.1", _parse_listen, "an address to bind, like 127.0.0.1"
+    )
+    store_url = _read_store_url(r)
     job_max_age = r.parsed(
         "JOB_MAX_AGE_SECONDS", 1800.0, _parse_seconds(allow_zero=False), "a number of seconds > 0"
     )
@@ -752,6 +815,11 @@ def load_settings(env: Mapping[str, str], *, require_telegram: bool = True) -> S
         model_prices=model_prices,
         stars_per_image=stars_per_image,
         star_packs=star_packs,
+        stream_previews=stream_previews,
+        preview_images=preview_images,
+        metrics_port=metrics_port,
+        metrics_listen=metrics_listen,
+        store_url=store_url,
         job_max_age_seconds=job_max_age,
         shutdown_grace_seconds=shutdown_grace,
     )

@@ -79,3 +79,52 @@ def check(*, limit: int, used: int, requested: int) -> bool:
     if limit <= 0:
         return True
     return used + requested <= limit
+
+
+def admit(
+    *,
+    n: int,
+    now: datetime,
+    user_limit: int,
+    chat_limit: int,
+    group: bool,
+    exempt: bool,
+    credits: bool,
+    user_used: int,
+    chat_used: int,
+    credits_left: int,
+) -> int:
+    """Return how many of `n` images the credits pay for, or raise QuotaExceeded/CreditsNeeded.
+
+    `user_used`/`chat_used` count today's images including live reservations (a user's own count
+    only their free part); with `credits` (Telegram Stars are on) what the free `user_limit` does
+    not cover is paid from `credits_left`; the chat limit applies only to a `group`.
+    """
+    if exempt:
+        return 0
+    paid = 0
+    if credits:
+        free_left = max(0, user_limit - user_used) if user_limit > 0 else 0
+        paid = max(0, n - free_left)
+        if paid and credits_left < paid:
+            raise CreditsNeeded(
+                limit=user_limit,
+                used=user_used,
+                remaining=free_left,
+                resets_at=next_reset(now),
+                credits=max(0, credits_left),
+                needed=paid,
+            )
+    checks = [] if credits else [("user", user_limit, user_used)]
+    if group and chat_limit > 0:
+        checks.append(("chat", chat_limit, chat_used))
+    for scope, limit, used in checks:
+        if not check(limit=limit, used=used, requested=n):
+            raise QuotaExceeded(
+                scope=scope,
+                limit=limit,
+                used=used,
+                remaining=remaining(limit=limit, used=used) or 0,
+                resets_at=next_reset(now),
+            )
+    return paid

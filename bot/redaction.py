@@ -16,8 +16,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from urllib.parse import unquote, urlsplit
 
-__all__ = ["MIN_SECRET_LENGTH", "REDACTED", "Redactor", "redact", "secret_header_values"]
+__all__ = [
+    "MIN_SECRET_LENGTH",
+    "REDACTED",
+    "Redactor",
+    "redact",
+    "secret_header_values",
+    "url_password",
+]
 
 REDACTED = "***"
 MIN_SECRET_LENGTH = 8
@@ -91,3 +99,12 @@ class Redactor:
 def secret_header_values(headers: Mapping[str, str]) -> list[str]:
     """Return the values of the headers whose names say they carry credentials."""
     return [value for name, value in headers.items() if _SECRET_HEADER_NAME.search(name)]
+
+
+def url_password(url: str) -> str:
+    """Return the password in a URL's user info (``STORE_URL``), percent-decoded; else ""."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return ""
+    return unquote(password) if password else ""

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -19,6 +22,7 @@ from bot.config import Settings, load_settings
 from bot.handlers.services import Services
 from tests.emulators.openai_images import OpenAIEmulator
 from tests.emulators.telegram_api import SentMessage, TelegramEmulator
+from tests.pg import PostgresServer, PostgresUnavailable
 
 TOKEN = "123456:TEST-token"
 API_KEY = "sk-test-secret-key"
@@ -47,6 +51,13 @@ def oai() -> Iterator[OpenAIEmulator]:
         yield emulator
 
 
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def base_env(tg: TelegramEmulator, oai: OpenAIEmulator, data_dir: Path) -> dict[str, str]:
     """Return the environment of a bot wired to the two emulators."""
     return {
@@ -59,6 +70,34 @@ def base_env(tg: TelegramEmulator, oai: OpenAIEmulator, data_dir: Path) -> dict[
         "STATUS_MESSAGE_DELAY_SECONDS": "0.5",
         "LOG_LEVEL": "DEBUG",
     }
+
+
+def run_with_port_taken(
+    tmp_path: Path, **overrides: str
+) -> tuple[int, subprocess.CompletedProcess[str]]:
+    """Run `python -m bot` until it exits, with `{port}` in `overrides` naming a port another
+    socket holds; return that port and the finished process."""
+    with (
+        TelegramEmulator(TOKEN) as tg,
+        OpenAIEmulator(api_key=API_KEY) as oai,
+        socket.socket() as taken,
+    ):
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = int(taken.getsockname()[1])
+        env = base_env(tg, oai, tmp_path / "data")
+        env.update({name: value.format(port=port) for name, value in overrides.items()})
+        env.update(PATH=os.environ.get("PATH", ""), PYTHONPATH=str(Path(__file__).parent.parent))
+        done = subprocess.run(
+            [sys.executable, "-m", "bot"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    return port, done
 
 
 @dataclass
@@ -147,3 +186,23 @@ def make_bot(tg: TelegramEmulator, oai: OpenAIEmulator, tmp_path: Path) -> BotFa
             yield Harness(tg=tg, oai=oai, settings=settings, services=services, app=app)
 
     return factory
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    """Run one real PostgreSQL server for the session (fails, never skips, when it cannot)."""
+    server = PostgresServer()
+    try:
+        server.start()
+    except PostgresUnavailable as exc:
+        pytest.fail(f"the PostgreSQL test server is unavailable: {exc}", pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server: PostgresServer) -> str:
+    """Return the URL of a fresh, empty database on the test server."""
+    return pg_server.create_database()

@@ -7,6 +7,7 @@ import io
 import re
 import tomllib
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -93,7 +94,9 @@ def test_dockerfile() -> None:
     assert re.search(r"DATA_DIR=/data\b", text)
     assert 'VOLUME ["/data"]' in text
     assert 'CMD ["python", "-m", "bot"]' in text
-    assert "HEALTHCHECK" in text  # at least the note saying what it waits for
+    assert re.search(r"^HEALTHCHECK .*/healthz", text, flags=re.MULTILINE | re.DOTALL)
+    # The probe needs the METRICS_PORT server, which the image turns on.
+    assert re.search(r"\bMETRICS_PORT=[1-9][0-9]*\b", runtime)
 
 
 def test_dockerfile_installs_dependencies_from_pyproject_alone_before_the_code() -> None:
@@ -159,11 +162,13 @@ def env_example_assignments() -> dict[str, tuple[bool, str]]:
 
 # Read by python-telegram-bot, set by `python -m bot` itself; documented for completeness.
 LIBRARY_VARS = ("PTB_TIMEDELTA",)
+# Read by docker-compose.yml's `postgres` profile, not by the bot.
+COMPOSE_VARS = ("POSTGRES_PASSWORD",)
 
 
 def test_env_example_lists_every_setting_with_a_comment() -> None:
     assignments = env_example_assignments()
-    assert list(assignments) == [*ENV_VARS, *LIBRARY_VARS]
+    assert list(assignments) == [*ENV_VARS, *LIBRARY_VARS, *COMPOSE_VARS]
     lines = read(".env.example").splitlines()
     for name in ENV_VARS:
         index = next(i for i, line in enumerate(lines) if _ASSIGNMENT.match(line) and name in line)
@@ -206,7 +211,7 @@ def test_env_example_is_a_valid_configuration_once_filled_in() -> None:
 def test_env_example_with_everything_uncommented_is_valid_once_filled_in() -> None:
     text = re.sub(r"^#\s*(?=[A-Z][A-Z0-9_]*=)", "", read(".env.example"), flags=re.MULTILINE)
     env = {k: v or "" for k, v in dotenv_values(stream=io.StringIO(text)).items()}
-    assert set(env) == {*ENV_VARS, *LIBRARY_VARS}
+    assert set(env) == {*ENV_VARS, *LIBRARY_VARS, *COMPOSE_VARS}
     with pytest.raises(ConfigError) as info:
         load_settings(env)
     assert [p.split(":")[0] for p in info.value.problems] == list(PLACEHOLDERS)
@@ -240,3 +245,60 @@ def test_readme_documents_logs_venv_and_the_containers_uid() -> None:
     assert "python3 -m venv .venv && .venv/bin/pip install ." in text
     uid = re.findall(r"^USER\s+([0-9]+)", dockerfile_stages()[-1], flags=re.MULTILINE)[-1]
     assert f"chown {uid}:{uid}" in text  # the bind-mount advice names the image's real uid
+
+
+def test_compose_without_a_profile_runs_the_sqlite_bot_alone() -> None:
+    services = yaml.safe_load(read("docker-compose.yml"))["services"]
+    default = [name for name, service in services.items() if not service.get("profiles")]
+    assert default == ["bot"]
+    assert "STORE_URL" not in as_env_dict(services["bot"]["environment"])
+    for name in ("postgres", "bot-1", "bot-2"):
+        assert services[name]["profiles"] == ["postgres"], name
+
+
+def test_compose_postgres_profile_runs_two_replicas_on_one_database() -> None:
+    compose = yaml.safe_load(read("docker-compose.yml"))
+    services = compose["services"]
+    postgres = services["postgres"]
+    assert re.fullmatch(r"postgres:[0-9]+", postgres["image"])
+    assert "ports" not in postgres  # reachable on the compose network only
+    pg_env = as_env_dict(postgres["environment"])
+    assert pg_env["POSTGRES_PASSWORD"] == "${POSTGRES_PASSWORD:-}"
+    assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
+    data_volumes = set()
+    for name in ("bot-1", "bot-2"):
+        replica = services[name]
+        assert replica["build"] == "." and replica["env_file"] == ".env"
+        assert replica["restart"] == "unless-stopped"
+        assert replica["depends_on"]["postgres"]["condition"] == "service_healthy"
+        env = as_env_dict(replica["environment"])
+        assert env["DATA_DIR"] == "/data"
+        assert set(env) <= set(ENV_VARS)
+        url = env["STORE_URL"].replace("${POSTGRES_PASSWORD:-}", "a-long-random-password")
+        settings = load_settings(
+            {"TELEGRAM_BOT_TOKEN": FILLED_IN["TELEGRAM_BOT_TOKEN"], "STORE_URL": url}
+        )
+        parts = urlsplit(settings.store_url.get())
+        assert (parts.hostname, parts.username, parts.path) == (
+            "postgres",
+            pg_env["POSTGRES_USER"],
+            "/" + pg_env["POSTGRES_DB"],
+        )
+        (volume,) = replica["volumes"]
+        source, target = volume.split(":")
+        assert target == "/data" and source in compose["volumes"]
+        data_volumes.add(source)
+    # Each replica has its own spool (emptied at its start-up), never another's.
+    assert len(data_volumes) == 2 and "bot-data" not in data_volumes
+
+
+def test_readme_explains_the_postgres_profile_and_moving_over() -> None:
+    text = read("README.md")
+    assert "## Running on PostgreSQL" in text
+    for needed in (
+        "docker compose --profile postgres up -d --build --scale bot=0",
+        "python -m bot migrate-store",
+        "POSTGRES_PASSWORD",
+        "load balancer",
+    ):
+        assert needed in text, needed

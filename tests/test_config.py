@@ -129,6 +129,11 @@ def test_every_field_is_set_from_the_environment() -> None:
         "MODEL_PRICES": '{"dall-e-3": {"per_image": 0.04}}',
         "STARS_PER_IMAGE": "5",
         "STAR_PACKS": "50, 10,200",
+        "STREAM_PREVIEWS": "ON",
+        "PREVIEW_IMAGES": "3",
+        "METRICS_PORT": "9464",
+        "METRICS_LISTEN": "0.0.0.0",
+        "STORE_URL": "postgresql://bot:pg-Secret-9@db.internal:5433/botdb",
         "JOB_MAX_AGE_SECONDS": "600",
         "SHUTDOWN_GRACE_SECONDS": "0",
     }
@@ -179,6 +184,12 @@ def test_every_field_is_set_from_the_environment() -> None:
     assert s.shutdown_grace_seconds == 0.0
     assert s.stars_enabled
     assert s.star_packs == (10, 50, 200)
+    assert s.stream_previews == "on"
+    assert s.preview_images == 3
+    assert s.metrics_port == 9464
+    assert s.metrics_listen == "0.0.0.0"
+    assert s.store_url.get() == "postgresql://bot:pg-Secret-9@db.internal:5433/botdb"
+    assert "pg-Secret-9" not in repr(s)
 
 
 def test_settings_is_frozen_and_mappings_are_read_only() -> None:
@@ -314,6 +325,21 @@ def test_bad_max_response(value: str) -> None:
     assert "megabytes" in single_problem("IMAGE_MAX_RESPONSE_MB", value)
 
 
+@pytest.mark.parametrize("value", ["yes", "true", "1", "stream"])
+def test_bad_stream_previews(value: str) -> None:
+    assert "auto, on, off" in single_problem("STREAM_PREVIEWS", value)
+
+
+@pytest.mark.parametrize("value", ["0", "4", "two", "1.5"])
+def test_bad_preview_images(value: str) -> None:
+    assert "1 to 3" in single_problem("PREVIEW_IMAGES", value)
+
+
+def test_stream_settings_default_to_auto_with_two_previews() -> None:
+    s = load()
+    assert (s.stream_previews, s.preview_images) == ("auto", 2)
+
+
 @pytest.mark.parametrize("name", ["ALLOWED_USER_IDS", "ALLOWED_CHAT_IDS", "ADMIN_USER_IDS"])
 @pytest.mark.parametrize("value", ["abc", "1,2,x", "1;2", "1.5", "@user"])
 def test_bad_id_lists(name: str, value: str) -> None:
@@ -370,6 +396,26 @@ def test_bad_webhook_port(value: str) -> None:
 @pytest.mark.parametrize("value", ["1", "65535", "443"])
 def test_good_webhook_port(value: str) -> None:
     assert load(WEBHOOK_PORT=value).webhook_port == int(value)
+
+
+def test_metrics_server_is_off_by_default_on_loopback_when_on() -> None:
+    assert load().metrics_port is None
+    assert load(METRICS_PORT="9464").metrics_port == 9464
+    assert load(METRICS_PORT="9464").metrics_listen == "127.0.0.1"
+    assert load(METRICS_LISTEN="::").metrics_listen == "::"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("METRICS_PORT", "0"),
+        ("METRICS_PORT", "x"),
+        ("METRICS_PORT", "70000"),
+        ("METRICS_LISTEN", "a b"),
+    ],
+)
+def test_bad_metrics_settings(name: str, value: str) -> None:
+    assert single_problem(name, value).startswith(f"{name}: expected ")
 
 
 @pytest.mark.parametrize("value", ["http://bot.example.com/hook", "bot.example.com", "https://"])
@@ -454,6 +500,8 @@ def test_all_problems_reported_at_once() -> None:
         "TELEGRAM_UPLOAD_LIMIT_MB": "0",
         "ORIGINALS_MAX_MB": "x",
         "STALE_COMMAND_SECONDS": "-1",
+        "METRICS_PORT": "0",
+        "METRICS_LISTEN": "a b",
     }
     with pytest.raises(ConfigError) as info:
         load_settings(env)
@@ -651,3 +699,37 @@ def test_model_prices_override_and_add() -> None:
     gpt = s.model_prices["gpt-image-2"]
     assert gpt.image_output == 25_000 and gpt.text_input == 5_000  # the rest stays official
     assert s.model_prices["flux"].per_image == 3_000_000
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://bot:pw@localhost/bot",
+        "postgres://bot@db:5432/bot?sslmode=require",
+        "postgresql://bot:p%40ss@[::1]:5432/bot",
+    ],
+)
+def test_store_url_accepts_postgresql_urls(url: str) -> None:
+    assert load(STORE_URL=url).store_url.get() == url
+    assert load().store_url.get() == ""
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql://bot:hunter2-Secret@localhost/bot",
+        "postgresql://bot:hunter2-Secret@/bot",
+        "postgresql://bot:hunter2-Secret@localhost",
+        "postgresql://bot:hunter2-Secret@localhost:99999/bot",
+        "postgresql://bot:hunter2-Secret@localhost/a/b",
+        "sqlite:///data/bot.sqlite3?hunter2-Secret",
+    ],
+)
+def test_bad_store_url_is_one_problem_without_the_password(url: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(STORE_URL=url, DAILY_IMAGE_LIMIT="-1")
+    problems = info.value.problems
+    assert [p.split(":")[0] for p in problems] == ["DAILY_IMAGE_LIMIT", "STORE_URL"]
+    assert "postgresql://user:password@host:5432/database" in problems[1]
+    if "@" in url:
+        assert "hunter2-Secret" not in str(info.value)

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import socket
-
 import aiohttp
 
-from tests.conftest import USER
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.conftest import TOKEN, USER, free_port, run_with_port_taken
 
 
 async def test_webhook_mode_registers_and_serves_updates(make_bot) -> None:
-    port = _free_port()
+    port = free_port()
     async with make_bot(
         WEBHOOK_URL="https://bot.example.org/telegram/hook",
         WEBHOOK_LISTEN="127.0.0.1",
@@ -48,41 +40,12 @@ async def test_webhook_mode_registers_and_serves_updates(make_bot) -> None:
 
 
 def test_webhook_port_in_use_stops_with_one_clear_message(tmp_path) -> None:
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    from tests.conftest import API_KEY, TOKEN, base_env
-    from tests.emulators.openai_images import OpenAIEmulator
-    from tests.emulators.telegram_api import TelegramEmulator
-
-    root = Path(__file__).resolve().parent.parent
-    with (
-        TelegramEmulator(TOKEN) as tg,
-        OpenAIEmulator(api_key=API_KEY) as oai,
-        socket.socket() as taken,
-    ):
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        env = base_env(tg, oai, tmp_path / "data")
-        env.update(
-            WEBHOOK_URL="https://bot.example.org/hook",
-            WEBHOOK_LISTEN="127.0.0.1",
-            WEBHOOK_PORT=str(port),
-            PATH=os.environ.get("PATH", ""),
-            PYTHONPATH=str(root),
-        )
-        done = subprocess.run(
-            [sys.executable, "-m", "bot"],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+    port, done = run_with_port_taken(
+        tmp_path,
+        WEBHOOK_URL="https://bot.example.org/hook",
+        WEBHOOK_LISTEN="127.0.0.1",
+        WEBHOOK_PORT="{port}",
+    )
     assert done.returncode == 1, done.stderr[-2000:]
     assert "Traceback" not in done.stderr
     assert f"Cannot start the webhook server on 127.0.0.1:{port}" in done.stderr
@@ -90,7 +53,7 @@ def test_webhook_port_in_use_stops_with_one_clear_message(tmp_path) -> None:
 
 
 async def test_webhook_without_a_configured_secret_makes_one_up(make_bot) -> None:
-    port = _free_port()
+    port = free_port()
     async with make_bot(
         WEBHOOK_URL="https://bot.example.org/hook",
         WEBHOOK_LISTEN="127.0.0.1",
@@ -119,7 +82,7 @@ async def test_webhook_without_a_configured_secret_makes_one_up(make_bot) -> Non
 async def test_the_made_up_secret_is_never_logged(make_bot, caplog) -> None:
     import logging
 
-    port = _free_port()
+    port = free_port()
     with caplog.at_level(logging.DEBUG):
         async with make_bot(
             WEBHOOK_URL="https://bot.example.org/hook",

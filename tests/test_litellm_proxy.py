@@ -54,6 +54,7 @@ ALIASES = dict.fromkeys(
     ("my-dalle3", "dalle3-refusal", "dalle3-quota", "dalle3-busy", "dalle3-cli"), "dall-e-3"
 )
 ALIASES["dalle3-revoked"] = "dall-e-3"
+ALIASES["gpt-image-stream"] = "gpt-image-1.5"
 MODEL_ALIASES = ",".join(f"{name}={family}" for name, family in ALIASES.items())
 
 
@@ -189,6 +190,32 @@ async def test_generation_b64(proxy: Proxy) -> None:
     (request,) = proxy.upstream.api_requests
     assert request.fields["model"] == "dall-e-3"
     assert request.headers["Authorization"] == f"Bearer {UPSTREAM_KEY}"
+
+
+async def test_streaming_through_the_proxy_fails_once_then_is_not_asked_again(
+    proxy: Proxy,
+) -> None:
+    # LiteLLM 1.108 passes `stream: true` on, the upstream streams the picture to the end, and
+    # the proxy answers the bot with a 5xx (issue #15): one failed request, never re-POSTed (the
+    # upstream drew it), and the model is not asked to stream again.
+    model = "gpt-image-stream"
+    caps = caps_for(model, ALIASES)
+    description = resolve(prompt="a yellow alpaca", options=ImageOptions(), caps=caps)
+    previews: list[int] = []
+
+    async def on_partial(partial: Any) -> None:
+        previews.append(partial.partial_index)
+
+    async with client(proxy, max_attempts=3) as images:
+        assert images.streams(caps)
+        with pytest.raises(ImagesError) as caught:
+            await images.generate(description, caps, on_partial=on_partial)
+        assert caught.value.kind == "unavailable" and (caught.value.status or 0) >= 500
+        assert not images.streams(caps)
+        result = await images.generate(description, caps, on_partial=on_partial)
+    assert len(result.images) == 1 and previews == []
+    assert [r.fields.get("stream") for r in proxy.upstream.api_requests] == [True, None]
+    assert [stream.outcome for stream in proxy.upstream.streams] == ["completed"]
 
 
 async def test_generation_url(proxy: Proxy) -> None:

@@ -1,5 +1,7 @@
-"""SqliteStore: schema and migrations, exact quota reservations, statistics, settings, results,
-alert throttling, damaged/unwritable databases and durability across kill -9."""
+"""The store contract, run against SqliteStore and PostgresStore (the `store` fixture is
+parametrized): exact quota reservations, statistics, settings, results, alert throttling, money,
+reopening. Then SqliteStore's own: schema and migrations, damaged/unwritable databases and
+durability across kill -9 (PostgresStore's own are in test_store_postgres.py)."""
 
 import asyncio
 import os
@@ -9,7 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -23,8 +25,10 @@ from bot.store import (
     RESULTS_PER_USER,
     Reservation,
     SqliteStore,
+    Store,
     StoreError,
 )
+from bot.store.postgres import PostgresStore
 
 ROOT = Path(__file__).resolve().parents[1]
 GROUP = -1001234567890
@@ -48,9 +52,21 @@ def clock() -> FakeClock:
     return FakeClock(datetime(2025, 3, 1, 12, 0, tzinfo=UTC))
 
 
+Opener = Callable[[], Awaitable[Store]]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def open_store(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> Opener:
+    """Return how to open (and reopen) one store of each implementation."""
+    if request.param == "postgres":
+        url = request.getfixturevalue("pg_url")
+        return lambda: PostgresStore.open(url, clock=clock)
+    return lambda: SqliteStore.open(tmp_path / "data", clock=clock)
+
+
 @pytest.fixture
-async def store(tmp_path: Path, clock: FakeClock) -> AsyncIterator[SqliteStore]:
-    opened = await SqliteStore.open(tmp_path / "data", clock=clock)
+async def store(open_store: Opener) -> AsyncIterator[Store]:
+    opened = await open_store()
     try:
         yield opened
     finally:
@@ -58,7 +74,7 @@ async def store(tmp_path: Path, clock: FakeClock) -> AsyncIterator[SqliteStore]:
 
 
 async def reserve(
-    store: SqliteStore,
+    store: Store,
     *,
     user_id: int = 1,
     chat_id: int | None = None,
@@ -96,8 +112,8 @@ async def test_open_creates_dir_schema_version_and_wal(tmp_path: Path, clock: Fa
     assert {"usage", "reservations", "request_stats", "settings", "results", "alerts"} <= tables
 
 
-async def test_reopen_keeps_data_and_does_not_remigrate(tmp_path: Path, clock: FakeClock) -> None:
-    store = await SqliteStore.open(tmp_path, clock=clock)
+async def test_reopen_keeps_data_and_does_not_remigrate(open_store: Opener) -> None:
+    store = await open_store()
     r = await reserve(store, n=3)
     await store.settle(r, delivered=3)
     await store.set_setting(scope="user", scope_id=1, key="size", value="1024x1024")
@@ -106,7 +122,7 @@ async def test_reopen_keeps_data_and_does_not_remigrate(tmp_path: Path, clock: F
     )
     await store.close()
 
-    store = await SqliteStore.open(tmp_path, clock=clock)
+    store = await open_store()
     try:
         usage = await store.usage(user_id=1, user_limit=5)
         assert (usage.used_today, usage.remaining, usage.total_all_time) == (3, 2, 3)
@@ -124,17 +140,25 @@ async def test_newer_schema_is_refused(tmp_path: Path, clock: FakeClock) -> None
         await SqliteStore.open(tmp_path, clock=clock)
 
 
-async def test_closed_store_raises_store_error(tmp_path: Path, clock: FakeClock) -> None:
-    store = await SqliteStore.open(tmp_path, clock=clock)
+async def test_closed_store_raises_store_error(open_store: Opener) -> None:
+    store = await open_store()
     await store.close()
     with pytest.raises(StoreError, match="closed"):
         await store.usage(user_id=1, user_limit=0)
 
 
+async def test_ping_answers_while_open_and_fails_once_closed(open_store: Opener) -> None:
+    store = await open_store()
+    await store.ping()  # the health check's question
+    await store.close()
+    with pytest.raises(StoreError, match="closed"):
+        await store.ping()
+
+
 # --- quota -------------------------------------------------------------------------------------
 
 
-async def test_twenty_concurrent_reservations_admit_exactly_the_limit(store: SqliteStore) -> None:
+async def test_twenty_concurrent_reservations_admit_exactly_the_limit(store: Store) -> None:
     outcomes = await asyncio.gather(
         *(reserve(store, n=1, user_limit=5) for _ in range(20)), return_exceptions=True
     )
@@ -149,7 +173,7 @@ async def test_twenty_concurrent_reservations_admit_exactly_the_limit(store: Sql
 
 
 async def test_request_larger_than_what_is_left_is_refused_whole(
-    store: SqliteStore, clock: FakeClock
+    store: Store, clock: FakeClock
 ) -> None:
     await reserve(store, n=3, user_limit=5)
     with pytest.raises(quota.QuotaExceeded) as info:
@@ -164,13 +188,13 @@ async def test_request_larger_than_what_is_left_is_refused_whole(
         await reserve(store, n=1, user_limit=5)
 
 
-async def test_whole_limit_in_one_request_fits(store: SqliteStore) -> None:
+async def test_whole_limit_in_one_request_fits(store: Store) -> None:
     await reserve(store, n=1, user_limit=5)
     r = await reserve(store, n=4, user_limit=5)
     assert (r.n, r.user_id, r.chat_id, r.day) == (4, 1, None, date(2025, 3, 1))
 
 
-async def test_settle_refunds_undelivered_and_is_idempotent(store: SqliteStore) -> None:
+async def test_settle_refunds_undelivered_and_is_idempotent(store: Store) -> None:
     r = await reserve(store, n=4, user_limit=5)
     assert (await store.usage(user_id=1, user_limit=5)).remaining == 1
     await store.settle(r, delivered=1)
@@ -187,7 +211,7 @@ async def test_settle_refunds_undelivered_and_is_idempotent(store: SqliteStore) 
     assert (await store.usage(user_id=1, user_limit=5)).used_today == 3
 
 
-async def test_unlimited_user_is_never_refused(store: SqliteStore) -> None:
+async def test_unlimited_user_is_never_refused(store: Store) -> None:
     for _ in range(3):
         r = await reserve(store, n=10, user_limit=0)
         await store.settle(r, delivered=10)
@@ -195,7 +219,7 @@ async def test_unlimited_user_is_never_refused(store: SqliteStore) -> None:
     assert (usage.used_today, usage.limit, usage.remaining) == (30, 0, None)
 
 
-async def test_exempt_user_passes_but_is_counted(store: SqliteStore) -> None:
+async def test_exempt_user_passes_but_is_counted(store: Store) -> None:
     for _ in range(3):
         r = await reserve(store, n=4, user_limit=1, chat_id=GROUP, chat_limit=1, exempt=True)
         await store.settle(r, delivered=4)
@@ -204,7 +228,7 @@ async def test_exempt_user_passes_but_is_counted(store: SqliteStore) -> None:
         await reserve(store, n=1, user_limit=1)
 
 
-async def test_chat_limit_is_shared_by_members(store: SqliteStore) -> None:
+async def test_chat_limit_is_shared_by_members(store: Store) -> None:
     a = await reserve(store, user_id=1, chat_id=GROUP, n=2, user_limit=0, chat_limit=3)
     await store.settle(a, delivered=2)
     with pytest.raises(quota.QuotaExceeded) as info:
@@ -220,7 +244,7 @@ async def test_chat_limit_is_shared_by_members(store: SqliteStore) -> None:
     assert info.value.scope == "user"
 
 
-async def test_day_rollover_resets_the_quota(store: SqliteStore, clock: FakeClock) -> None:
+async def test_day_rollover_resets_the_quota(store: Store, clock: FakeClock) -> None:
     clock.now = datetime(2025, 3, 1, 23, 59, tzinfo=UTC)
     late = await reserve(store, n=2, user_limit=2)
     with pytest.raises(quota.QuotaExceeded) as info:
@@ -237,7 +261,7 @@ async def test_day_rollover_resets_the_quota(store: SqliteStore, clock: FakeCloc
     assert r.day == date(2025, 3, 2)
 
 
-async def test_unsettled_reservation_expires(store: SqliteStore, clock: FakeClock) -> None:
+async def test_unsettled_reservation_expires(store: Store, clock: FakeClock) -> None:
     clock.now = datetime(2025, 3, 1, 1, 0, tzinfo=UTC)
     await reserve(store, n=2, user_limit=2)  # the process "crashes" before settling
     clock.advance(RESERVATION_TTL - timedelta(seconds=1))
@@ -248,7 +272,7 @@ async def test_unsettled_reservation_expires(store: SqliteStore, clock: FakeCloc
     await reserve(store, n=2, user_limit=2)
 
 
-async def test_reserve_rejects_empty_request(store: SqliteStore) -> None:
+async def test_reserve_rejects_empty_request(store: Store) -> None:
     with pytest.raises(ValueError):
         await reserve(store, n=0)
 
@@ -256,7 +280,7 @@ async def test_reserve_rejects_empty_request(store: SqliteStore) -> None:
 # --- statistics --------------------------------------------------------------------------------
 
 
-async def test_stats_today_and_all_time(store: SqliteStore, clock: FakeClock) -> None:
+async def test_stats_today_and_all_time(store: Store, clock: FakeClock) -> None:
     empty = await store.stats()
     assert (empty.images_all_time, empty.requests_all_time, empty.distinct_users) == (0, 0, 0)
     assert empty.failures_today == {} and empty.top_users_all_time == []
@@ -293,7 +317,7 @@ async def test_stats_today_and_all_time(store: SqliteStore, clock: FakeClock) ->
 # --- settings ----------------------------------------------------------------------------------
 
 
-async def test_settings_set_get_delete(store: SqliteStore) -> None:
+async def test_settings_set_get_delete(store: Store) -> None:
     assert await store.get_settings(scope="user", scope_id=1) == {}
     await store.set_setting(scope="user", scope_id=1, key="size", value="1024x1024")
     await store.set_setting(scope="user", scope_id=1, key="language", value="ru")
@@ -317,7 +341,7 @@ async def test_settings_set_get_delete(store: SqliteStore) -> None:
 # --- results and history -----------------------------------------------------------------------
 
 
-async def test_results_round_trip(store: SqliteStore, clock: FakeClock) -> None:
+async def test_results_round_trip(store: Store, clock: FakeClock) -> None:
     rid = await store.save_result(
         user_id=1, chat_id=GROUP, prompt="yellow alpaca", options='{"n": 2}', model="gpt-image-2"
     )
@@ -350,7 +374,7 @@ async def test_results_round_trip(store: SqliteStore, clock: FakeClock) -> None:
     assert record is not None and record.chat_id is None and record.file_ids == ("F",)
 
 
-async def test_history_is_newest_first_and_bounded(store: SqliteStore, clock: FakeClock) -> None:
+async def test_history_is_newest_first_and_bounded(store: Store, clock: FakeClock) -> None:
     ids = []
     for i in range(RESULTS_PER_USER + 5):
         ids.append(
@@ -376,16 +400,16 @@ async def test_history_is_newest_first_and_bounded(store: SqliteStore, clock: Fa
 # --- alert throttling --------------------------------------------------------------------------
 
 
-async def test_should_alert_throttles_across_reopen(tmp_path: Path, clock: FakeClock) -> None:
+async def test_should_alert_throttles_across_reopen(open_store: Opener, clock: FakeClock) -> None:
     every = timedelta(minutes=30)
-    store = await SqliteStore.open(tmp_path, clock=clock)
+    store = await open_store()
     assert await store.should_alert(kind="auth", every=every) is True
     assert await store.should_alert(kind="auth", every=every) is False
     assert await store.should_alert(kind="quota", every=every) is True
     await store.close()
 
     clock.advance(timedelta(minutes=29))
-    store = await SqliteStore.open(tmp_path, clock=clock)
+    store = await open_store()
     try:
         assert await store.should_alert(kind="auth", every=every) is False
         clock.advance(timedelta(minutes=1))
@@ -496,9 +520,7 @@ async def test_acknowledged_writes_survive_kill_9(tmp_path: Path) -> None:
         await store.close()
 
 
-async def test_settings_cache_follows_writes_and_hands_out_copies(
-    store: SqliteStore, tmp_path: Path, clock: FakeClock
-) -> None:
+async def test_settings_follow_writes_and_hand_out_copies(store: Store, open_store: Opener) -> None:
     await store.set_setting(scope="user", scope_id=7, key="size", value="1024x1024")
     first = await store.get_settings(scope="user", scope_id=7)
     first["size"] = "tampered"
@@ -508,7 +530,7 @@ async def test_settings_cache_follows_writes_and_hands_out_copies(
     await store.set_setting(scope="user", scope_id=7, key="size", value=None)
     assert await store.get_settings(scope="user", scope_id=7) == {}
     await store.set_setting(scope="user", scope_id=7, key="quality", value="high")
-    reopened = await SqliteStore.open(tmp_path / "data", clock=clock)
+    reopened = await open_store()
     try:
         assert await reopened.get_settings(scope="user", scope_id=7) == {"quality": "high"}
     finally:
@@ -543,7 +565,7 @@ async def test_old_database_is_migrated_and_keeps_its_data(
         await store.close()
 
 
-async def test_credits_pay_beyond_the_free_allowance(store: SqliteStore) -> None:
+async def test_credits_pay_beyond_the_free_allowance(store: Store) -> None:
     assert await store.add_payment(charge_id="c1", user_id=1, pictures=3, stars=15, payload="p")
     first = await store.reserve(
         user_id=1, chat_id=None, n=2, user_limit=1, chat_limit=0, exempt=False, credits=True
@@ -560,7 +582,7 @@ async def test_credits_pay_beyond_the_free_allowance(store: SqliteStore) -> None
     assert (info.value.credits, info.value.needed, info.value.remaining) == (2, 3, 0)
 
 
-async def test_failed_paid_pictures_are_given_back(store: SqliteStore) -> None:
+async def test_failed_paid_pictures_are_given_back(store: Store) -> None:
     await store.add_payment(charge_id="c1", user_id=1, pictures=2, stars=10, payload="p")
     held = await store.reserve(
         user_id=1, chat_id=None, n=2, user_limit=0, chat_limit=0, exempt=False, credits=True
@@ -572,7 +594,7 @@ async def test_failed_paid_pictures_are_given_back(store: SqliteStore) -> None:
     assert await store.credits(user_id=1) == 1
 
 
-async def test_concurrent_paid_reservations_never_overdraw(store: SqliteStore) -> None:
+async def test_concurrent_paid_reservations_never_overdraw(store: Store) -> None:
     await store.add_payment(charge_id="c1", user_id=1, pictures=5, stars=25, payload="p")
 
     async def attempt() -> int:
@@ -590,8 +612,8 @@ async def test_concurrent_paid_reservations_never_overdraw(store: SqliteStore) -
     assert await store.credits(user_id=1) == 0
 
 
-async def test_payment_is_credited_once_even_after_reopen(tmp_path: Path, clock: FakeClock) -> None:
-    store = await SqliteStore.open(tmp_path / "data", clock=clock)
+async def test_payment_is_credited_once_even_after_reopen(open_store: Opener) -> None:
+    store = await open_store()
     try:
         assert await store.add_payment(charge_id="c", user_id=7, pictures=10, stars=50, payload="p")
         assert not await store.add_payment(
@@ -599,7 +621,7 @@ async def test_payment_is_credited_once_even_after_reopen(tmp_path: Path, clock:
         )
     finally:
         await store.close()
-    store = await SqliteStore.open(tmp_path / "data", clock=clock)
+    store = await open_store()
     try:
         assert not await store.add_payment(
             charge_id="c", user_id=7, pictures=10, stars=50, payload="p"
@@ -609,7 +631,7 @@ async def test_payment_is_credited_once_even_after_reopen(tmp_path: Path, clock:
         await store.close()
 
 
-async def test_refund_takes_the_credits_back_once_and_not_when_spent(store: SqliteStore) -> None:
+async def test_refund_takes_the_credits_back_once_and_not_when_spent(store: Store) -> None:
     from bot.store import PaymentError
 
     await store.add_payment(charge_id="a", user_id=1, pictures=2, stars=10, payload="p")
@@ -634,7 +656,7 @@ async def test_refund_takes_the_credits_back_once_and_not_when_spent(store: Sqli
     assert await store.credits(user_id=1) == 3
 
 
-async def test_budget_holds_are_exact_under_a_burst(store: SqliteStore) -> None:
+async def test_budget_holds_are_exact_under_a_burst(store: Store) -> None:
     from bot.pricing import BudgetExhausted
 
     async def attempt() -> int:
@@ -653,7 +675,7 @@ async def test_budget_holds_are_exact_under_a_burst(store: SqliteStore) -> None:
     assert spend.budget_held == 0
 
 
-async def test_budget_and_spend_follow_the_utc_day(store: SqliteStore, clock: FakeClock) -> None:
+async def test_budget_and_spend_follow_the_utc_day(store: Store, clock: FakeClock) -> None:
     from bot.pricing import BudgetExhausted
 
     hold = await store.reserve_budget(amount=100, budget=100)
@@ -671,3 +693,19 @@ async def test_budget_and_spend_follow_the_utc_day(store: SqliteStore, clock: Fa
     assert spend.all_time.cost == 100 and spend.all_time.images == 3
     assert spend.all_time.by_model == [("m", 90, 1), ("n", 10, 2)]
     assert spend.all_time.top_users == [(1, 90), (2, 10)]
+
+
+# --- kept originals (📄 Original) ----------------------------------------------------------------
+
+
+async def test_originals_round_trip_and_replace(store: Store, tmp_path: Path) -> None:
+    spooled = tmp_path / "spooled.png"
+    spooled.write_bytes(b"\x89PNG spooled")
+    await store.originals.save("res_1", [("a.png", b"\x89PNG one"), ("dir/b.png", spooled)])
+    assert await store.originals.load("res_1") == [
+        ("a.png", b"\x89PNG one"),
+        ("b.png", b"\x89PNG spooled"),
+    ]
+    await store.originals.save("res_1", [("c.webp", b"RIFF new")])
+    assert await store.originals.load("res_1") == [("c.webp", b"RIFF new")]
+    assert await store.originals.load("missing") == []

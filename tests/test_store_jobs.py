@@ -12,14 +12,25 @@ from pathlib import Path
 import pytest
 
 from bot.store import FINISHED_STATES, BudgetHold, JobRecord, Reservation, SqliteStore, Store
+from bot.store.postgres import PostgresStore
 from tests.test_store import GROUP, FakeClock
 
-
-async def _sqlite(path: Path, clock: FakeClock) -> Store:
-    return await SqliteStore.open(path, clock=clock)
+Opener = Callable[[Path, FakeClock], Awaitable[Store]]
 
 
-STORES: dict[str, Callable[[Path, FakeClock], Awaitable[Store]]] = {"sqlite": _sqlite}
+def _sqlite(request: pytest.FixtureRequest) -> Opener:
+    return lambda path, clock: SqliteStore.open(path, clock=clock)
+
+
+def _postgres(request: pytest.FixtureRequest) -> Opener:
+    url = request.getfixturevalue("pg_url")  # one fresh database per test
+    return lambda path, clock: PostgresStore.open(url, clock=clock)
+
+
+STORES: dict[str, Callable[[pytest.FixtureRequest], Opener]] = {
+    "sqlite": _sqlite,
+    "postgres": _postgres,
+}
 
 
 @pytest.fixture
@@ -28,14 +39,12 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture(params=sorted(STORES))
-def opener(request: pytest.FixtureRequest) -> Callable[[Path, FakeClock], Awaitable[Store]]:
-    return STORES[request.param]
+def opener(request: pytest.FixtureRequest) -> Opener:
+    return STORES[request.param](request)
 
 
 @pytest.fixture
-async def store(
-    tmp_path: Path, clock: FakeClock, opener: Callable[[Path, FakeClock], Awaitable[Store]]
-) -> AsyncIterator[Store]:
+async def store(tmp_path: Path, clock: FakeClock, opener: Opener) -> AsyncIterator[Store]:
     opened = await opener(tmp_path / "data", clock)
     try:
         yield opened
@@ -153,7 +162,7 @@ async def test_cancelled_and_partly_delivered_jobs_refund_the_rest(store: Store)
 
 
 async def test_jobs_and_their_reservations_survive_a_reopen(
-    tmp_path: Path, clock: FakeClock, opener: Callable[[Path, FakeClock], Awaitable[Store]]
+    tmp_path: Path, clock: FakeClock, opener: Opener
 ) -> None:
     store = await opener(tmp_path / "data", clock)
     job = await _job(store, n=2)

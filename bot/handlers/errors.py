@@ -6,7 +6,18 @@ import contextlib
 import logging
 
 from telegram import Update
-from telegram.error import TelegramError
+from telegram.error import (
+    BadRequest,
+    ChatMigrated,
+    Conflict,
+    EndPointNotFound,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+    TimedOut,
+)
 from telegram.ext import ContextTypes
 
 from bot.handlers.common import language_of, reply_plain
@@ -38,3 +49,22 @@ async def on_error(
     except Exception:  # the store itself may be what failed; answer in the default language
         lang = services.texts.default
     await reply_plain(message, services.texts.get(lang, "error.unexpected"))
+
+
+# Most specific first: TimedOut and BadRequest are NetworkErrors.
+_KINDS: tuple[tuple[type[TelegramError], str], ...] = (
+    (RetryAfter, "retry_after"),
+    (Forbidden, "forbidden"),
+    (InvalidToken, "invalid_token"),
+    (Conflict, "conflict"),
+    (ChatMigrated, "chat_migrated"),
+    (EndPointNotFound, "not_found"),
+    (TimedOut, "timed_out"),
+    (BadRequest, "bad_request"),
+    (NetworkError, "network"),
+)
+
+
+def telegram_error_kind(exc: TelegramError) -> str:
+    """Return a fixed word for a Bot API error (a metrics label; never its message)."""
+    return next((kind for cls, kind in _KINDS if isinstance(exc, cls)), "other")

@@ -45,7 +45,7 @@ from bot.images import ImagesError, ImagesResult
 from bot.jobs import Delivered, ImageRequest, Job, Origin
 from bot.jobs.worker import Acknowledge
 from bot.limiter import Ticket, UserBusy
-from bot.quota import QuotaExceeded
+from bot.quota import CreditsNeeded, QuotaExceeded
 from bot.store import StoreError
 
 logger = logging.getLogger(__name__)
@@ -88,8 +88,10 @@ async def run_job(
     except UserBusy as exc:
         await reply_plain(message, reply_for(services, lang, exc))
     except QuotaExceeded as exc:  # CreditsNeeded included
+        services.metrics.quota_refused("credits" if isinstance(exc, CreditsNeeded) else exc.scope)
         await reply_plain(message, billing.refusal_text(services, lang, exc))
     except pricing.BudgetExhausted as exc:
+        services.metrics.quota_refused("budget")
         logger.info("daily budget reached: %s", exc)
         await reply_plain(message, billing.refusal_text(services, lang, exc))
         if exc.needed <= exc.budget:  # the day is used up, not just one huge request

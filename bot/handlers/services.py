@@ -11,8 +11,8 @@ from bot.i18n import Texts
 from bot.images import ImagesClient
 from bot.jobs import JobRunner
 from bot.limiter import GenerationLimiter
-from bot.originals import Originals
-from bot.store import Store
+from bot.metrics import Metrics
+from bot.store import KeptOriginals, Store
 
 
 @dataclass
@@ -25,7 +25,8 @@ class Services:
     texts: Texts
     limiter: GenerationLimiter
     clock: Callable[[], datetime]
-    originals: Originals
+    originals: KeptOriginals  # the store's (`Store.originals`)
     jobs: JobRunner  # every generation is one of its jobs
     # (chat_id, user_id) -> when a "not allowed" notice was last sent in that group.
     denied_notices: dict[tuple[int, int], datetime] = field(default_factory=dict)
+    metrics: Metrics = field(default_factory=Metrics)

@@ -1,7 +1,9 @@
 """The images boundary: the one place that talks to an OpenAI-compatible images API.
 
 `client` holds `ImagesClient` (the only module importing `httpx`); `errors` its exception family
-and the reading of error answers; `bodies` the request bodies; `types` what a call returns.
+and the reading of error answers; `bodies` the request bodies; `types` what a call returns (and
+the streamed `PartialImage`); `sse` the event-stream decoder and `events` the reading of streamed
+events.
 """
 
 from bot.images.bodies import build_generation_body
@@ -16,7 +18,7 @@ from bot.images.errors import (
     ImagesTimeout,
     ImagesUnavailable,
 )
-from bot.images.types import GeneratedImage, ImagesResult, sniff_format
+from bot.images.types import GeneratedImage, ImagesResult, OnPartial, PartialImage, sniff_format
 
 __all__ = [
     "GeneratedImage",
@@ -30,6 +32,8 @@ __all__ = [
     "ImagesResult",
     "ImagesTimeout",
     "ImagesUnavailable",
+    "OnPartial",
+    "PartialImage",
     "build_generation_body",
     "sniff_format",
 ]

@@ -17,7 +17,9 @@ __all__ = [
     "merge_extra",
 ]
 
-RESERVED_FIELDS = frozenset({"prompt", "model", "n"})
+# `stream` and `partial_images` are the client's to set (STREAM_PREVIEWS): an answer it did not
+# ask to stream would otherwise be a stream.
+RESERVED_FIELDS = frozenset({"prompt", "model", "n", "stream", "partial_images"})
 
 
 _Fields = dict[str, object]

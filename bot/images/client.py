@@ -26,6 +26,14 @@ when the service cannot have produced pictures:
                                                           (`_DOWNLOAD_ATTEMPTS`), redirects
                                                           followed by hand (`_MAX_REDIRECTS`)
     any 4xx, refusals, quota, auth                        final (see `classify_response`)
+    400/422 naming `stream`/`partial_images` to a stream  POST again at once without
+                                                          streaming (not an attempt); the
+                                                          model no longer streams
+    any 5xx to a stream                                   as above; the model no longer
+                                                          streams (a retry goes without)
+    a stream broken, cut or over the cap after the 200    final: ImagesUnavailable
+    an `error` event in a stream                          final: its kind
+                                                          (`classify_stream_error`)
 
 Why 10 s for a "quick" 502/503/504: a gateway that is overloaded, restarting or has no upstream
 answers at once, while a generation takes longer than that (the fastest image models need 10+ s),
@@ -43,14 +51,21 @@ The answer body is read streaming and capped (`max_response_bytes`, also for dow
 JSON parse and the base64 decode run in a worker thread, off the event loop. The API headers (the
 key, `extra_headers`) are sent only to the API's own origin: a `url` on another origin, or any
 download after a redirect to another origin, gets none. The key is scrubbed from every error.
+
+Streamed previews (`on_partial`, see `streams`): the first picture of a call is asked with
+`stream: true`; its `text/event-stream` answer is read event by event (`bot.images.sse`,
+`bot.images.events`) and each preview handed to `on_partial` from a task of its own (`_Previews`:
+in order, one at a time, bounded, errors swallowed), so a slow callback never holds up the
+stream. Cancelling the call closes the connection at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import binascii
+import dataclasses
 import logging
 import random as _random
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -61,7 +76,6 @@ from urllib.parse import urlsplit
 
 import httpx
 import orjson
-import pybase64
 
 from bot import __version__
 from bot.capabilities import ImageDescription, ModelCaps
@@ -75,8 +89,19 @@ from bot.images.errors import (
     ImagesTimeout,
     ImagesUnavailable,
     classify_response,
+    classify_stream_error,
+    error_fields,
 )
-from bot.images.types import GeneratedImage, ImagesResult, Pacer, sniff_format
+from bot.images.events import StreamEvent, decode_base64, read_event
+from bot.images.sse import ServerSentEvent, SSEDecoder, SSETooLarge
+from bot.images.types import (
+    GeneratedImage,
+    ImagesResult,
+    OnPartial,
+    Pacer,
+    PartialImage,
+    sniff_format,
+)
 from bot.redaction import redact, secret_header_values
 
 __all__ = ["QUICK_FAILURE_SECONDS", "ImagesClient"]
@@ -94,6 +119,9 @@ _DOWNLOAD_ATTEMPTS = 3
 _MAX_REDIRECTS = 5
 _ERROR_BODY_LIMIT = 1024 * 1024  # enough of an error answer to read its message
 _RETRYABLE_GATEWAY = frozenset({502, 503, 504})
+_INLINE_EVENT_BYTES = 64 * 1024  # bigger stream events are parsed and decoded off the loop
+# A 400/422 whose message, code or param names one of these refuses streaming itself.
+_STREAM_WORDS = re.compile(r"\b(?:stream|partial_images)\b", re.IGNORECASE)
 _EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp", "gif": "gif"}
 _NOT_PICTURES = ("text/", "application/json", "application/xml")
 # Raised by httpx or the codecs while a request is built or sent, for reasons of our own making.
@@ -103,10 +131,13 @@ _UNSENDABLE = (httpx.InvalidURL, httpx.StreamError, httpx.CookieConflict, Unicod
 class _Retry(Exception):
     """Internal: this attempt failed in a way worth another attempt."""
 
-    def __init__(self, error: ImagesError, delay: float | None = None) -> None:
+    def __init__(
+        self, error: ImagesError, delay: float | None = None, *, counted: bool = True
+    ) -> None:
         super().__init__(str(error))
         self.error = error
         self.delay = delay
+        self.counted = counted  # False: not an attempt of the policy (a refused stream)
 
 
 _Fields = dict[str, object]
@@ -121,6 +152,22 @@ class _Call:
     json_body: _Fields | None = None
     form: dict[str, str] | None = None
     files: _Files | None = None
+    on_partial: OnPartial | None = None  # set on the one call that streams
+
+    def with_fields(self, **fields: object) -> _Call:
+        """Return this call with `fields` set in its body (None removes a field)."""
+        if self.json_body is not None:
+            body = {k: v for k, v in {**self.json_body, **fields}.items() if v is not None}
+            return dataclasses.replace(self, json_body=body)
+        merged = {**(self.form or {}), **form(fields)}
+        for key in [key for key, value in fields.items() if value is None]:
+            merged.pop(key, None)
+        return dataclasses.replace(self, form=merged)
+
+    def without_streaming(self) -> _Call:
+        return dataclasses.replace(
+            self.with_fields(stream=None, partial_images=None), on_partial=None
+        )
 
 
 @dataclass
@@ -197,24 +244,15 @@ def _combine_usage(results: list[ImagesResult]) -> Mapping[str, object] | None:
     return MappingProxyType(total)
 
 
-def _decode_base64(encoded: str) -> bytes | None:
-    # pybase64 (SIMD) reads an ASCII str in place, 0.1 ms for a 1.8 MB picture where
-    # binascii.a2b_base64(strict_mode=True) takes 6 ms; validate=True refuses the same inputs.
-    try:
-        return pybase64.b64decode(encoded, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-
-
 def _read_item(item: object) -> _Item:
     if not isinstance(item, dict):
         return _Item(problem="images API answered a malformed data item")
     revised = _text(item.get("revised_prompt"))
     encoded, url = item.get("b64_json"), item.get("url")
     if isinstance(encoded, str) and encoded:
-        data = _decode_base64(encoded)
+        data = decode_base64(encoded)
     elif isinstance(url, str) and url.startswith("data:"):
-        data = _decode_base64(url.partition(",")[2])
+        data = decode_base64(url.partition(",")[2])
     elif isinstance(url, str) and url:
         return _Item(url=url, revised_prompt=revised)
     else:
@@ -250,6 +288,17 @@ def _read_answer(holder: list[bytearray]) -> _Answer:
     return answer
 
 
+def _error_param(body: bytes) -> str:
+    """Return the `param` an OpenAI-shaped error body names, or ""."""
+    try:
+        payload = orjson.loads(body)
+    except ValueError:
+        return ""
+    error = payload.get("error") if isinstance(payload, dict) else None
+    param = error.get("param") if isinstance(error, dict) else None
+    return param if isinstance(param, str) else ""
+
+
 def _origin(url: httpx.URL) -> _Origin:
     default = {"http": 80, "https": 443}.get(url.scheme)
     return (url.scheme, url.host, url.port or default)
@@ -263,6 +312,76 @@ def _upload(image: bytes, filename: str | None, content_type: str | None) -> tup
     if content_type is None:
         content_type = f"image/{fmt}" if fmt else "application/octet-stream"
     return filename, image, content_type
+
+
+class _Previews:
+    """Hand streamed previews to `on_partial` one at a time, never holding up the stream.
+
+    The callback runs in its own task, each call bounded by `timeout`; its errors are logged
+    and swallowed. A preview that arrives while the callback is busy waits, and a newer one
+    replaces it (an old preview is worth nothing once a newer one exists).
+    """
+
+    def __init__(
+        self, callback: OnPartial | None, timeout: float, previews: int, started: float
+    ) -> None:
+        self._callback = callback
+        self._timeout = timeout
+        self._previews = previews
+        self._started = started
+        self._pending: PartialImage | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def offer(self, event: StreamEvent) -> None:
+        if self._callback is None:
+            return
+        meta = event.meta
+        self._pending = PartialImage(
+            image_index=0,
+            partial_index=event.partial_index,
+            previews=self._previews,
+            data=event.data,
+            output_format=_text(meta.get("output_format")) or sniff_format(event.data),
+            size=_text(meta.get("size")),
+            quality=_text(meta.get("quality")),
+            background=_text(meta.get("background")),
+            elapsed=time.perf_counter() - self._started,
+        )
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._deliver(self._callback), name="on_partial")
+
+    async def _deliver(self, callback: OnPartial) -> None:
+        while self._pending is not None:
+            partial, self._pending = self._pending, None
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await callback(partial)
+            except TimeoutError:
+                logger.warning(
+                    "on_partial took over %g s for preview %d; cancelled, the stream goes on",
+                    self._timeout,
+                    partial.partial_index,
+                )
+            except Exception as exc:  # the caller's code: whatever it raises, the stream goes on
+                logger.warning(
+                    "on_partial failed for preview %d (%s); the stream goes on",
+                    partial.partial_index,
+                    type(exc).__name__,
+                )
+                logger.debug("on_partial failure", exc_info=True)
+
+    async def finish(self) -> None:
+        """The picture is here: drop a waiting preview, let a running callback end (bounded)."""
+        self._pending = None
+        if self._task is not None:
+            await asyncio.wait([self._task])
+
+    async def close(self) -> None:
+        """The stream failed or was cancelled: stop the callback at once."""
+        self._pending = None
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            await asyncio.wait([self._task])
 
 
 class ImagesClient:
@@ -287,9 +406,16 @@ class ImagesClient:
         random: Callable[[], float] = _random.random,
         pacer: Pacer | None = None,
         max_buffered_answers: int = 4,
+        stream_previews: str = "auto",
+        preview_images: int = 2,
+        preview_timeout: float = 10.0,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
+        if stream_previews not in ("auto", "on", "off"):
+            raise ValueError("stream_previews must be auto, on or off")
+        if not 1 <= preview_images <= 3:
+            raise ValueError("preview_images must be from 1 to 3")
         self._base_url = base_url.rstrip("/")
         self._api_key = api_key
         headers = dict(extra_headers or {})
@@ -314,6 +440,10 @@ class ImagesClient:
         self._buffered = asyncio.Semaphore(max_buffered_answers)
         # Process-lifetime memory of what the host told us (see `offers`, `_status_error`).
         self._not_offered: set[tuple[str, str]] = set()
+        self._stream_previews = stream_previews
+        self._preview_images = preview_images
+        self._preview_timeout = preview_timeout
+        self._not_streaming: set[str] = set()  # models this host will not stream (see `streams`)
         self._last_auth_failure: datetime | None = None
         self._client = httpx.AsyncClient(
             transport=transport,
@@ -357,6 +487,17 @@ class ImagesClient:
         """
         return (endpoint, model) not in self._not_offered
 
+    def streams(self, caps: ModelCaps) -> bool:
+        """Tell whether a call for `caps.name` with an `on_partial` callback will stream now.
+
+        `stream_previews` "off": never; "on": every model; "auto": the GPT image family. False
+        once this host refused streaming for that model (a 400 naming `stream` or
+        `partial_images`, or a 5xx to a streaming request), until the process restarts.
+        """
+        if self._stream_previews == "off" or caps.name in self._not_streaming:
+            return False
+        return self._stream_previews == "on" or caps.gpt_image
+
     def _check_offered(self, endpoint: str, model: str) -> None:
         if not self.offers(endpoint, model):
             raise ImagesNotOffered(
@@ -364,14 +505,30 @@ class ImagesClient:
                 code="not_offered",
             )
 
-    async def generate(self, description: ImageDescription, caps: ModelCaps) -> ImagesResult:
-        """Generate `description.n` pictures (fanning out n=1 calls where the model needs it)."""
+    async def generate(
+        self,
+        description: ImageDescription,
+        caps: ModelCaps,
+        *,
+        on_partial: OnPartial | None = None,
+    ) -> ImagesResult:
+        """Generate `description.n` pictures (fanning out n=1 calls where the model needs it).
+
+        With `on_partial`, and when `streams(caps)`, the first picture is streamed and each of
+        its previews handed to `on_partial` as it arrives (see "Streamed previews" in
+        DEVELOPERS.md).
+        """
         call = _Call(
             endpoint="generations",
             model=description.model,
             json_body=build_generation_body(description, caps),
         )
-        return await self._run(call, count=description.n, fan_out=caps.one_per_request)
+        return await self._run(
+            call,
+            count=description.n,
+            fan_out=caps.one_per_request,
+            on_partial=on_partial if self.streams(caps) else None,
+        )
 
     async def edit(
         self,
@@ -382,10 +539,12 @@ class ImagesClient:
         image_filename: str | None = None,
         image_content_type: str | None = None,
         mask: bytes | None = None,
+        on_partial: OnPartial | None = None,
     ) -> ImagesResult:
         """Edit one picture following `description.prompt` (multipart upload).
 
         The picture is named and typed after its bytes (png, jpeg, webp) unless the caller says.
+        `on_partial` as for `generate`.
         """
         if not caps.supports_edit:
             raise ImagesBadRequest(f"{caps.name} does not support edits", code="unsupported")
@@ -395,7 +554,12 @@ class ImagesClient:
             files["mask"] = ("mask.png", mask, "image/png")
         fields = merge_extra(common_fields(description, caps), description.extra)
         call = _Call(endpoint="edits", model=description.model, form=form(fields), files=files)
-        return await self._run(call, count=description.n, fan_out=caps.one_per_request)
+        return await self._run(
+            call,
+            count=description.n,
+            fan_out=caps.one_per_request,
+            on_partial=on_partial if self.streams(caps) else None,
+        )
 
     async def variation(
         self,
@@ -421,13 +585,25 @@ class ImagesClient:
 
     # -- attempts ---------------------------------------------------------------------------
 
-    async def _run(self, call: _Call, *, count: int, fan_out: bool) -> ImagesResult:
+    async def _run(
+        self, call: _Call, *, count: int, fan_out: bool, on_partial: OnPartial | None = None
+    ) -> ImagesResult:
         at = self._monotonic() + self._timeout
-        if not fan_out or count <= 1:
-            return await self._with_retries(call, self._deadline(at))
+        calls = [call] * count if fan_out and count > 1 else [call]
+        if on_partial is not None:
+            # The stream events carry no picture index, so only an n=1 call streams: the first
+            # picture; the others of an n > 1 request go in one plain call beside it.
+            streamed = dataclasses.replace(
+                call.with_fields(n=1, stream=True, partial_images=self._preview_images),
+                on_partial=on_partial,
+            )
+            rest = [] if fan_out or count <= 1 else [call.with_fields(n=count - 1)]
+            calls = [streamed, *calls[1:], *rest]
+        if len(calls) == 1:
+            return await self._with_retries(calls[0], self._deadline(at))
         started = time.perf_counter()
         outcomes = await asyncio.gather(
-            *(self._with_retries(call, self._deadline(at)) for _ in range(count)),
+            *(self._with_retries(one, self._deadline(at)) for one in calls),
             return_exceptions=True,
         )
         results = [outcome for outcome in outcomes if isinstance(outcome, ImagesResult)]
@@ -441,7 +617,7 @@ class ImagesClient:
             logger.warning(
                 "%d of %d parallel %s calls failed (%s); returning the rest",
                 len(failures),
-                count,
+                len(calls),
                 call.endpoint,
                 ", ".join(sorted({type(failure).__name__ for failure in failures})),
             )
@@ -461,7 +637,11 @@ class ImagesClient:
 
     async def _with_retries(self, call: _Call, deadline: _Deadline) -> ImagesResult:
         started = time.perf_counter()
-        for attempt in range(1, self._max_attempts + 1):
+        attempt = 0
+        while attempt < self._max_attempts:
+            if call.on_partial is not None and call.model in self._not_streaming:
+                call = call.without_streaming()
+            attempt += 1
             try:
                 try:
                     async with asyncio.timeout(deadline.remaining()):
@@ -473,6 +653,9 @@ class ImagesClient:
                     raise deadline.expired() from exc
             except _Retry as retry:
                 deadline.last_error = retry.error
+                if not retry.counted:
+                    attempt -= 1
+                    continue
                 if attempt >= self._max_attempts:
                     raise retry.error from retry.__cause__
                 delay = retry.delay if retry.delay is not None else self._backoff(attempt)
@@ -553,24 +736,15 @@ class ImagesClient:
                     quick=quick,
                     endpoint=call.endpoint,
                     model=call.model,
+                    streaming=call.on_partial is not None,
                 )
-            # Answers beyond `max_buffered_answers` wait unread (in the kernel's socket buffer,
-            # not in this process) while others are read and parsed: 200 answers arriving at
-            # once would otherwise be 200 bodies of megabytes in memory together.
-            async with self._buffered:
-                try:
-                    raw = await self._read_body(
-                        response, limit=self._max_response_bytes, what="the images API's answer"
-                    )
-                except httpx.HTTPError as exc:
-                    raise self._send_error(exc, url=url, body_sent=True) from exc
-                holder = [raw]
-                del raw  # the worker thread owns the body now and frees it once parsed
-                try:
-                    answer = await asyncio.to_thread(_read_answer, holder)
-                except ImagesError as exc:
-                    exc.method, exc.url = "POST", url
-                    raise
+            content_type = response.headers.get("content-type", "").lower()
+            if content_type.startswith("text/event-stream"):
+                answer = await self._read_stream(response, call, started, url=url)
+            else:
+                # A host that does not stream may answer a streaming request with plain JSON:
+                # that is the final result.
+                answer = await self._read_json(response, url=url)
         finally:
             await response.aclose()
         try:
@@ -588,6 +762,103 @@ class ImagesClient:
             background=_text(meta.get("background")),
             elapsed=time.perf_counter() - started,
         )
+
+    async def _read_json(self, response: httpx.Response, *, url: str) -> _Answer:
+        """Read and parse a 200 JSON answer (capped, parsed and decoded in a worker thread)."""
+        # Answers beyond `max_buffered_answers` wait unread (in the kernel's socket buffer,
+        # not in this process) while others are read and parsed: 200 answers arriving at
+        # once would otherwise be 200 bodies of megabytes in memory together.
+        async with self._buffered:
+            try:
+                raw = await self._read_body(
+                    response, limit=self._max_response_bytes, what="the images API's answer"
+                )
+            except httpx.HTTPError as exc:
+                raise self._send_error(exc, url=url, body_sent=True) from exc
+            holder = [raw]
+            del raw  # the worker thread owns the body now and frees it once parsed
+            try:
+                return await asyncio.to_thread(_read_answer, holder)
+            except ImagesError as exc:
+                exc.method, exc.url = "POST", url
+                raise
+
+    async def _read_stream(
+        self, response: httpx.Response, call: _Call, started: float, *, url: str
+    ) -> _Answer:
+        """Read a `text/event-stream` answer, handing each preview on as it arrives.
+
+        The whole stream is capped like a JSON answer; big events are parsed and decoded in a
+        worker thread. Not held under `max_buffered_answers`: a stream lasts the whole drawing,
+        and one event is at most one picture.
+        """
+        limit = self._max_response_bytes
+        decoder = SSEDecoder(max_event_bytes=limit)
+        previews = _Previews(call.on_partial, self._preview_timeout, self._preview_images, started)
+        completed: StreamEvent | None = None
+        received = 0
+        done = False
+        try:
+            try:
+                async for chunk in response.aiter_bytes():
+                    received += len(chunk)
+                    if received > limit:
+                        raise ImagesUnavailable(f"the images API's answer is over {limit} bytes")
+                    for sse in decoder.feed(chunk):
+                        completed = await self._stream_event(call.endpoint, sse, previews)
+                        done = completed is not None or sse.data == b"[DONE]"
+                        if done:
+                            break
+                    if done:
+                        break
+            except httpx.HTTPError as exc:
+                raise self._send_error(exc, url=url, body_sent=True) from exc
+            except SSETooLarge as exc:
+                raise ImagesUnavailable(str(exc)) from exc
+            if completed is None:
+                raise ImagesUnavailable("the images API's stream ended before the picture came")
+            await previews.finish()
+        except BaseException as exc:  # failed, cancelled or past the deadline: stop at once
+            await previews.close()
+            if isinstance(exc, ImagesError):
+                exc.method, exc.url = "POST", url
+            raise
+        meta = dict(completed.meta)
+        meta.pop("type", None)
+        return _Answer(meta=meta, items=[_Item(data=completed.data)])
+
+    async def _stream_event(
+        self, endpoint: str, sse: ServerSentEvent, previews: _Previews
+    ) -> StreamEvent | None:
+        """Act on one event; return it when it is the completed picture."""
+        if sse.data == b"[DONE]":
+            return None
+        if len(sse.data) > _INLINE_EVENT_BYTES:
+            event = await asyncio.to_thread(read_event, endpoint, sse.event, sse.data)
+        else:
+            event = read_event(endpoint, sse.event, sse.data)
+        if event.kind == "completed":
+            return event
+        if event.kind == "partial":
+            previews.offer(event)
+        elif event.kind == "error":
+            raise classify_stream_error(
+                event.error, now=self._clock(), scrub=self._scrub, endpoint=endpoint
+            )
+        elif event.kind == "invalid" and event.meta.get("final"):
+            raise ImagesUnavailable(event.problem)
+        elif event.kind == "invalid":
+            logger.warning("skipping a streamed preview: %s", event.problem)
+        else:
+            logger.debug("skipping a streamed event: %s", event.problem)
+        return None
+
+    def _stop_streaming(self, model: str, why: str) -> None:
+        if model not in self._not_streaming:
+            self._not_streaming.add(model)
+            logger.info(
+                "the images API %s for %s; asking without streaming until restart", why, model
+            )
 
     def _scrub(self, text: str) -> str:
         secrets = (self._api_key, *secret_header_values(self._api_headers))
@@ -629,11 +900,20 @@ class ImagesClient:
         quick: bool,
         endpoint: str = "generations",
         model: str = "",
+        streaming: bool = False,
     ) -> Exception:
         error = self._classify(
             status, headers, body, method="POST", url=url, endpoint=endpoint, model=model
         )
         error.method, error.url = "POST", url
+        if streaming and status in (400, 422) and type(error) is ImagesBadRequest:
+            message, code, _ = error_fields(body)
+            if _STREAM_WORDS.search(f"{message} {code or ''} {_error_param(body)}"):
+                # Nothing was drawn: ask again without streaming, outside the retry policy.
+                self._stop_streaming(model, f"refused a streaming request ({error})")
+                return _Retry(error, 0.0, counted=False)
+        if streaming and status >= 500:
+            self._stop_streaming(model, f"failed a streaming request with HTTP {status}")
         if isinstance(error, ImagesRateLimited):
             retry_after = error.retry_after
             if self._pacer is not None:

@@ -77,6 +77,7 @@ __all__ = [
     "ImagesTimeout",
     "ImagesUnavailable",
     "classify_response",
+    "classify_stream_error",
     "error_fields",
     "is_cooldown",
     "parse_retry_after",
@@ -375,3 +376,31 @@ def classify_response(
     if status >= 500:
         return ImagesUnavailable(text, status=status, code=code, detail=detail)
     return ImagesBadRequest(text, status=status, code=code, detail=detail)
+
+
+def classify_stream_error(
+    body: bytes, *, now: datetime, scrub: Callable[[str], str], endpoint: str = "generations"
+) -> ImagesError:
+    """Return the error that an `error` event of a streamed answer (already 200) stands for.
+
+    The event carries no status; it is read as the answer that would have said the same: a
+    rate limit as 429, the caller's fault or a refusal as 400, anything else as 500.
+    """
+    _, code, error_type = error_fields(body)
+    words = f"{code or ''} {error_type or ''}".lower()
+    everything = body.decode("utf-8", "replace").lower()
+    if "rate_limit" in words:
+        status = 429
+    elif (
+        "invalid_request" in words
+        or "user_error" in words
+        or code in REFUSAL_CODES
+        or _mentions(everything, _REFUSAL_PHRASES)
+    ):
+        status = 400
+    else:
+        status = 500
+    error = classify_response(status, {}, body, now=now, scrub=scrub, endpoint=endpoint)
+    error.status = None
+    error.args = (str(error).replace(f"answered HTTP {status}", "streamed an error", 1),)
+    return error

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["GeneratedImage", "ImagesResult", "Pacer", "sniff_format"]
+__all__ = [
+    "GeneratedImage",
+    "ImagesResult",
+    "OnPartial",
+    "Pacer",
+    "PartialImage",
+    "sniff_format",
+]
 
 
 class Pacer(Protocol):
@@ -46,6 +53,36 @@ class ImagesResult:
     quality: str | None = None
     background: str | None = None
     elapsed: float = 0.0
+
+
+@dataclass(frozen=True)
+class PartialImage:
+    """One streamed preview of a picture that is still being drawn.
+
+    `image_index` is which picture of the call it previews (0: only the first picture of a
+    call streams); `partial_index` the host's 0-based number of this preview (they arrive in
+    order, up to `previews - 1`); `elapsed` seconds since the call started.
+    """
+
+    image_index: int
+    partial_index: int
+    previews: int
+    data: bytes
+    output_format: str | None
+    size: str | None = None
+    quality: str | None = None
+    background: str | None = None
+    elapsed: float = 0.0
+
+    def __repr__(self) -> str:
+        return (
+            f"PartialImage(image_index={self.image_index}, partial_index={self.partial_index}, "
+            f"<{len(self.data)} bytes>, output_format={self.output_format!r})"
+        )
+
+
+OnPartial = Callable[[PartialImage], Awaitable[None]]
+"""Called with each preview as it arrives (one at a time, in order; see `ImagesClient`)."""
 
 
 def sniff_format(data: bytes) -> str | None:

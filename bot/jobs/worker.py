@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from bot.images import ImagesClient, ImagesError, ImagesResult
 from bot.jobs import billing
 from bot.jobs.model import BadJob, ImageRequest, Job, Origin, encode_request, job_from_record
 from bot.limiter import GenerationLimiter, Ticket
+from bot.metrics import Metrics
 from bot.store import UNFINISHED_STATES, JobRecord, Store, StoreError
 
 logger = logging.getLogger(__name__)
@@ -114,8 +116,10 @@ class JobRunner:
         limiter: GenerationLimiter,
         settings: Settings,
         clock: Callable[[], datetime],
+        metrics: Metrics,
     ) -> None:
         self._store = store
+        self._metrics = metrics
         self._images = images
         self._limiter = limiter
         self._settings = settings
@@ -307,11 +311,17 @@ class JobRunner:
             live.stage = "running"
             await self._store.transition_job(job.id, to="running", from_states=UNFINISHED_STATES)
             # The images client holds the one deadline (IMAGE_TIMEOUT_SECONDS) of the call.
+            started = time.monotonic()
             try:
                 result = await self._call(job.request, source)
+            except ImagesError as exc:
+                self._metrics.backend_error(exc.kind)
+                raise
             finally:
                 # The upload and its flood-control waits need no slot (the user's claim lasts).
                 ticket.release_slot()
+            model = job.request.description.model
+            self._metrics.generated(model=model, seconds=time.monotonic() - started)
             del source
             live.hold.charge(result)
             live.stage = "delivering"
@@ -367,6 +377,7 @@ class JobRunner:
             delivered=delivered,
             outcome=outcome,
         )
+        self._metrics.request_done(kind=job.request.kind, outcome=outcome, images=delivered)
 
     async def _settle(
         self,
@@ -407,6 +418,7 @@ class JobRunner:
             delivered=0,
             outcome=outcome,
         )
+        self._metrics.request_done(kind=_stored_kind(record), outcome=outcome, images=0)
         return True
 
     async def _refund(self, hold: billing.Hold, *, user_id: int) -> None:
@@ -433,9 +445,19 @@ class JobRunner:
 
 def _stored_model(record: JobRecord) -> str:
     """Return the model a stored request names, even when the rest cannot be read."""
+    return _stored(record, "description", "model")
+
+
+def _stored_kind(record: JobRecord) -> str:
+    """Return the kind of a stored request (generate, edit, variation), "unknown" if unreadable."""
+    return _stored(record, "kind")
+
+
+def _stored(record: JobRecord, *keys: str) -> str:
     try:
-        raw = json.loads(record.request)
-        model = raw["description"]["model"]
+        value = json.loads(record.request)
+        for key in keys:
+            value = value[key]
     except (ValueError, KeyError, TypeError):
         return "unknown"
-    return model if isinstance(model, str) else "unknown"
+    return value if isinstance(value, str) else "unknown"

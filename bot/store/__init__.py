@@ -1,5 +1,9 @@
-"""Persistent state behind one interface: `Store` (`base`), implemented by `SqliteStore`."""
+"""Persistent state behind one interface: `Store` (`base`), implemented by `SqliteStore` and
+`PostgresStore`; `open_store` picks one from ``STORE_URL``."""
 
+from pathlib import Path
+
+from bot.originals import DEFAULT_MAX_BYTES
 from bot.store.base import (
     FINISHED_STATES,
     JOB_STATES,
@@ -10,6 +14,7 @@ from bot.store.base import (
     BudgetHold,
     Clock,
     JobRecord,
+    KeptOriginals,
     Payment,
     PaymentError,
     Reservation,
@@ -23,6 +28,21 @@ from bot.store.base import (
 )
 from bot.store.sqlite import DB_FILENAME, MIGRATIONS, SqliteStore
 
+
+async def open_store(
+    url: str, *, data_dir: Path, clock: Clock, originals_max_bytes: int = DEFAULT_MAX_BYTES
+) -> Store:
+    """Open PostgreSQL at `url` (``STORE_URL``), or SQLite in `data_dir` when `url` is empty."""
+    if not url:
+        return await SqliteStore.open(
+            data_dir, clock=clock, originals_max_bytes=originals_max_bytes
+        )
+    # Imported here: a bot on SQLite never loads the PostgreSQL driver.
+    from bot.store.postgres import PostgresStore
+
+    return await PostgresStore.open(url, clock=clock, originals_max_bytes=originals_max_bytes)
+
+
 __all__ = [
     "DB_FILENAME",
     "FINISHED_STATES",
@@ -35,6 +55,7 @@ __all__ = [
     "BudgetHold",
     "Clock",
     "JobRecord",
+    "KeptOriginals",
     "Payment",
     "PaymentError",
     "Reservation",
@@ -46,4 +67,5 @@ __all__ = [
     "Store",
     "StoreError",
     "Usage",
+    "open_store",
 ]

@@ -1,7 +1,12 @@
 """The store's interface: the `Store` protocol, its value types and its exception family.
 
 The bot talks to one small interface, `Store`; `bot.store.sqlite.SqliteStore` implements it with
-one SQLite database in ``DATA_DIR``. Another backend only has to implement `Store`.
+one SQLite database in ``DATA_DIR``, `bot.store.postgres.PostgresStore` with a PostgreSQL database
+shared by several replicas (``STORE_URL``). Another backend only has to implement `Store`.
+
+Kept originals (📄 Original) belong to the store too (`Store.originals`, a `KeptOriginals`):
+SqliteStore keeps them on disk next to its database, PostgresStore in the database, so a press
+on the button works on any replica.
 
 Quota reservations: `reserve` books images before the backend is called and `settle` turns the
 delivered ones into usage and refunds the rest. A reservation that is never settled (the process
@@ -37,9 +42,10 @@ Exception family::
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from pathlib import Path
 from typing import Protocol
 
 from bot import pricing
@@ -52,6 +58,24 @@ SETTING_SCOPES = ("user", "chat")
 UNFINISHED_STATES = ("queued", "running", "delivering")
 FINISHED_STATES = ("delivered", "failed", "cancelled")
 JOB_STATES = UNFINISHED_STATES + FINISHED_STATES
+
+
+# The columns both implementations read back into `ResultRecord` and `Payment`, in order.
+RESULT_SELECT = (
+    "SELECT id, user_id, chat_id, prompt, options, model, file_ids, created_at FROM results"
+)
+PAYMENT_SELECT = "SELECT charge_id, user_id, pictures, stars, created_at, refunded_at FROM payments"
+
+
+def is_group(chat_id: int | None) -> bool:
+    """Return whether a chat id names a group (negative): only those have a chat limit."""
+    return chat_id is not None and chat_id < 0
+
+
+def check_scope(scope: str) -> None:
+    """Refuse a settings scope other than "user" and "chat"."""
+    if scope not in SETTING_SCOPES:
+        raise ValueError(f"scope must be one of {SETTING_SCOPES}, not {scope!r}")
 
 
 class StoreError(Exception):
@@ -162,6 +186,18 @@ class ResultRecord:
     created_at: datetime
 
 
+class KeptOriginals(Protocol):
+    """The lossless original bytes of recent results; failures are logged, never raised."""
+
+    async def save(self, result_id: str, files: Sequence[tuple[str, bytes | Path]]) -> None:
+        """Keep `(filename, bytes)` pairs for a result (a `Path` is a spooled file to take)."""
+        ...
+
+    async def load(self, result_id: str) -> list[tuple[str, bytes]]:
+        """Return the kept `(filename, bytes)` pairs of a result (empty when gone)."""
+        ...
+
+
 @dataclass(frozen=True)
 class JobRecord:
     """One admitted request as stored: who asked where, what for, what it holds, how far it got.
@@ -189,7 +225,14 @@ class JobRecord:
 class Store(Protocol):
     """The persistent state the bot needs; every method is safe to await from the event loop."""
 
+    @property
+    def originals(self) -> KeptOriginals: ...
+
     async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Answer a trivial query, or raise StoreError (the health check)."""
+        ...
 
     async def reserve(
         self,

@@ -9,6 +9,8 @@
 * ``PRAGMA user_version`` holds the schema version; `MIGRATIONS` are applied in order at open.
 * A damaged, foreign or unwritable database raises `StoreError` with a message naming the path
   and what to do, never a raw sqlite traceback.
+* The kept originals (`originals`) stay on disk beside the database, in ``originals/``
+  (`bot.originals.Originals`).
 """
 
 from __future__ import annotations
@@ -27,11 +29,13 @@ from pathlib import Path
 from typing import TypeVar
 
 from bot import pricing, quota
+from bot.originals import DEFAULT_MAX_BYTES, Originals
 from bot.store.base import (
     FINISHED_STATES,
+    PAYMENT_SELECT,
     RESERVATION_TTL,
+    RESULT_SELECT,
     RESULTS_PER_USER,
-    SETTING_SCOPES,
     UNFINISHED_STATES,
     BudgetHold,
     Clock,
@@ -45,6 +49,8 @@ from bot.store.base import (
     Stats,
     StoreError,
     Usage,
+    check_scope,
+    is_group,
 )
 
 logger = logging.getLogger(__name__)
@@ -136,21 +142,12 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
         raise
 
 
-def _is_group(chat_id: int | None) -> bool:
-    return chat_id is not None and chat_id < 0
-
-
 def _ts(moment: datetime) -> float:
     return moment.timestamp()
 
 
 def _from_ts(value: float) -> datetime:
     return datetime.fromtimestamp(value, tz=UTC)
-
-
-def _check_scope(scope: str) -> None:
-    if scope not in SETTING_SCOPES:
-        raise ValueError(f"scope must be one of {SETTING_SCOPES}, not {scope!r}")
 
 
 def _connect(path: Path, now: datetime) -> sqlite3.Connection:
@@ -214,9 +211,16 @@ class SqliteStore:
     """`Store` backed by one SQLite database, used from one dedicated worker thread."""
 
     def __init__(
-        self, *, path: Path, clock: Clock, executor: ThreadPoolExecutor, conn: sqlite3.Connection
+        self,
+        *,
+        path: Path,
+        clock: Clock,
+        executor: ThreadPoolExecutor,
+        conn: sqlite3.Connection,
+        originals: Originals,
     ) -> None:
         self._path = path
+        self._originals = originals
         self._clock = clock
         self._executor = executor
         self._conn: sqlite3.Connection | None = conn
@@ -232,8 +236,15 @@ class SqliteStore:
         """Return the path of the database file."""
         return self._path
 
+    @property
+    def originals(self) -> Originals:
+        """Return the kept originals, on disk in ``originals/`` beside the database."""
+        return self._originals
+
     @classmethod
-    async def open(cls, data_dir: Path, *, clock: Clock) -> SqliteStore:
+    async def open(
+        cls, data_dir: Path, *, clock: Clock, originals_max_bytes: int = DEFAULT_MAX_BYTES
+    ) -> SqliteStore:
         """Create `data_dir` if needed, open and migrate its database, and check it."""
         path = Path(data_dir) / DB_FILENAME
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
@@ -246,7 +257,8 @@ class SqliteStore:
         except (sqlite3.Error, OSError) as exc:
             executor.shutdown(wait=False)
             raise _open_error(path, exc) from exc
-        return cls(path=path, clock=clock, executor=executor, conn=conn)
+        originals = Originals(Path(data_dir) / "originals", max_bytes=originals_max_bytes)
+        return cls(path=path, clock=clock, executor=executor, conn=conn, originals=originals)
 
     async def close(self) -> None:
         """Close the database and stop the worker thread; further calls raise StoreError."""
@@ -258,6 +270,10 @@ class SqliteStore:
             await loop.run_in_executor(self._executor, conn.close)
         finally:
             self._executor.shutdown(wait=False)
+
+    async def ping(self) -> None:
+        """Answer a trivial query, or raise StoreError (the health check)."""
+        await self._run(lambda conn: conn.execute("SELECT 1").fetchone())
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         conn = self._conn
@@ -298,27 +314,23 @@ class SqliteStore:
 
         def run(conn: sqlite3.Connection) -> Reservation:
             with _transaction(conn):
-                paid = 0
-                if not exempt and credits:
-                    paid = _credits_needed(
-                        conn, user_id=user_id, n=n, limit=user_limit, day=day, now=now
-                    )
-                if not exempt:
-                    checks = [] if credits else [("user", user_id, user_limit)]
-                    if chat_id is not None and _is_group(chat_id) and chat_limit > 0:
-                        checks.append(("chat", chat_id, chat_limit))
-                    for scope, scope_id, limit in checks:
-                        if limit <= 0:
-                            continue
-                        used = _used(conn, scope=scope, scope_id=scope_id, day=day, since=since)
-                        if not quota.check(limit=limit, used=used, requested=n):
-                            raise quota.QuotaExceeded(
-                                scope=scope,
-                                limit=limit,
-                                used=used,
-                                remaining=quota.remaining(limit=limit, used=used) or 0,
-                                resets_at=quota.next_reset(now),
-                            )
+                group = is_group(chat_id)
+                paid = quota.admit(
+                    n=n,
+                    now=now,
+                    user_limit=user_limit,
+                    chat_limit=chat_limit,
+                    group=group,
+                    exempt=exempt,
+                    credits=credits,
+                    user_used=_used(conn, scope="user", scope_id=user_id, day=day, since=since),
+                    chat_used=(
+                        _used(conn, scope="chat", scope_id=chat_id, day=day, since=since)
+                        if group and chat_id is not None
+                        else 0
+                    ),
+                    credits_left=_credits(conn, user_id=user_id, since=since) if credits else 0,
+                )
                 cursor = conn.execute(
                     "INSERT INTO reservations (user_id, chat_id, day, n, created_at, paid)"
                     " VALUES (?, ?, ?, ?, ?, ?)",
@@ -522,9 +534,7 @@ class SqliteStore:
 
         def run(conn: sqlite3.Connection) -> Payment:
             with _transaction(conn):
-                row = conn.execute(
-                    f"{_PAYMENT_SELECT} WHERE charge_id = ?", (charge_id,)
-                ).fetchone()
+                row = conn.execute(f"{PAYMENT_SELECT} WHERE charge_id = ?", (charge_id,)).fetchone()
                 if row is None:
                     raise PaymentError("unknown", charge_id=charge_id)
                 payment = _payment(row)
@@ -545,9 +555,7 @@ class SqliteStore:
 
         def run(conn: sqlite3.Connection) -> None:
             with _transaction(conn):
-                row = conn.execute(
-                    f"{_PAYMENT_SELECT} WHERE charge_id = ?", (charge_id,)
-                ).fetchone()
+                row = conn.execute(f"{PAYMENT_SELECT} WHERE charge_id = ?", (charge_id,)).fetchone()
                 if row is None or not _payment(row).refunded:
                     return
                 payment = _payment(row)
@@ -579,7 +587,7 @@ class SqliteStore:
 
     async def get_settings(self, *, scope: str, scope_id: int) -> dict[str, str]:
         """Return the saved settings of a user or chat as key -> value."""
-        _check_scope(scope)
+        check_scope(scope)
         cached = self._settings.get((scope, scope_id))
         if cached is not None:
             self._settings.move_to_end((scope, scope_id))
@@ -600,7 +608,7 @@ class SqliteStore:
 
     async def set_setting(self, *, scope: str, scope_id: int, key: str, value: str | None) -> None:
         """Save one setting of a user or chat; None deletes it."""
-        _check_scope(scope)
+        check_scope(scope)
 
         def run(conn: sqlite3.Connection) -> None:
             with _transaction(conn):
@@ -674,7 +682,7 @@ class SqliteStore:
         """Return a kept result, or None when it does not exist (any more)."""
 
         def run(conn: sqlite3.Connection) -> ResultRecord | None:
-            row = conn.execute(f"{_RESULT_SELECT} WHERE id = ?", (result_id,)).fetchone()
+            row = conn.execute(f"{RESULT_SELECT} WHERE id = ?", (result_id,)).fetchone()
             return None if row is None else _result(row)
 
         return await self._run(run)
@@ -687,12 +695,12 @@ class SqliteStore:
         def run(conn: sqlite3.Connection) -> list[ResultRecord]:
             if chat_id is None:
                 rows = conn.execute(
-                    f"{_RESULT_SELECT} WHERE user_id = ? ORDER BY seq DESC LIMIT ?",
+                    f"{RESULT_SELECT} WHERE user_id = ? ORDER BY seq DESC LIMIT ?",
                     (user_id, max(0, limit)),
                 ).fetchall()
             else:
                 rows = conn.execute(
-                    f"{_RESULT_SELECT} WHERE user_id = ? AND chat_id = ? ORDER BY seq DESC LIMIT ?",
+                    f"{RESULT_SELECT} WHERE user_id = ? AND chat_id = ? ORDER BY seq DESC LIMIT ?",
                     (user_id, chat_id, max(0, limit)),
                 ).fetchall()
             return [_result(row) for row in rows]
@@ -862,16 +870,6 @@ class SqliteStore:
         return await self._run(run)
 
 
-_RESULT_SELECT = (
-    "SELECT id, user_id, chat_id, prompt, options, model, file_ids, created_at FROM results"
-)
-
-
-_PAYMENT_SELECT = (
-    "SELECT charge_id, user_id, pictures, stars, created_at, refunded_at FROM payments"
-)
-
-
 _JOB_SELECT = (
     "SELECT jobs.id, jobs.user_id, jobs.chat_id, jobs.chat_type, jobs.thread_id, jobs.message_id,"
     " jobs.lang, jobs.request, jobs.state, jobs.created_at, jobs.updated_at,"
@@ -954,7 +952,7 @@ def _settle(conn: sqlite3.Connection, reservation: Reservation, *, delivered: in
     # Delivered pictures use the free allowance first, then the credits.
     free = min(count, reservation.n - reservation.paid)
     scopes = [("user", reservation.user_id, free)]
-    if reservation.chat_id is not None and _is_group(reservation.chat_id):
+    if reservation.chat_id is not None and is_group(reservation.chat_id):
         scopes.append(("chat", reservation.chat_id, count))
     for scope, scope_id, used in scopes:
         if used <= 0:
@@ -1031,28 +1029,6 @@ def _credits(conn: sqlite3.Connection, *, user_id: int, since: float) -> int:
         (user_id, since),
     ).fetchone()[0]
     return (0 if row is None else int(row[0])) - int(held)
-
-
-def _credits_needed(
-    conn: sqlite3.Connection, *, user_id: int, n: int, limit: int, day: date, now: datetime
-) -> int:
-    """Return how many of `n` pictures the credits pay for, or raise CreditsNeeded."""
-    since = _ts(now - RESERVATION_TTL)
-    used = _used(conn, scope="user", scope_id=user_id, day=day, since=since)
-    free_left = max(0, limit - used) if limit > 0 else 0
-    paid = max(0, n - free_left)
-    if paid:
-        available = _credits(conn, user_id=user_id, since=since)
-        if available < paid:
-            raise quota.CreditsNeeded(
-                limit=limit,
-                used=used,
-                remaining=free_left,
-                resets_at=quota.next_reset(now),
-                credits=max(0, available),
-                needed=paid,
-            )
-    return paid
 
 
 def _spend_totals(conn: sqlite3.Connection, *, since: date | None, top: int) -> SpendTotals:

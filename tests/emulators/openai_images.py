@@ -98,6 +98,11 @@ def _allowed_types(prop: Mapping[str, Any]) -> set[str]:
         types.update(declared)
     for branch in prop.get("anyOf", []):
         types.update(_allowed_types(branch))
+    ref = prop.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/components/schemas/"):
+        types.update(
+            _allowed_types(_schema_document()["components"]["schemas"][ref.rsplit("/")[-1]])
+        )
     return types
 
 
@@ -112,7 +117,10 @@ class Fault:
     seconds when given), "hang" (answer nothing for `seconds`), "garbage" (200 with non-JSON),
     "bad_base64", "empty_data", "disconnect" (read the request, then close the connection
     without answering), "drop_before_body" (close the connection as soon as the request line
-    and headers arrived, before reading the body).
+    and headers arrived, before reading the body). For streaming requests also
+    "stream_error" (after `partials` previews, an `error` event with `code`/`type`/`message`),
+    "stream_cut" (after `partials` previews, close the connection without the completed
+    event) and "stream_bad_final" (a completed event whose base64 does not decode).
     """
 
     kind: str = "status"
@@ -124,6 +132,7 @@ class Fault:
     body: str | None = None
     seconds: float = 30.0
     after: float = 0.0
+    partials: int = 0
 
     @classmethod
     def http(
@@ -150,6 +159,23 @@ class Fault:
         )
 
     @classmethod
+    def stream_error(
+        cls,
+        *,
+        partials: int = 0,
+        code: str | None = None,
+        type: str | None = None,
+        message: str | None = None,
+    ) -> Fault:
+        """Stream `partials` previews, then an `error` event (as OpenAI's streams carry them)."""
+        return cls(kind="stream_error", partials=partials, code=code, type=type, message=message)
+
+    @classmethod
+    def stream_cut(cls, partials: int = 1) -> Fault:
+        """Stream `partials` previews, then close the connection before the picture."""
+        return cls(kind="stream_cut", partials=partials)
+
+    @classmethod
     def hang(cls, seconds: float = 30.0) -> Fault:
         """Answer nothing for `seconds` (or until the client gives up)."""
         return cls(kind="hang", seconds=seconds)
@@ -171,7 +197,15 @@ def _as_fault(item: Fault | int | str) -> Fault:
         return item
     if isinstance(item, int):
         return Fault.http(item)
-    if item in {"hang", "garbage", "bad_base64", "empty_data", "disconnect", "drop_before_body"}:
+    if item in {
+        "hang",
+        "garbage",
+        "bad_base64",
+        "empty_data",
+        "disconnect",
+        "drop_before_body",
+        "stream_bad_final",
+    }:
         return Fault(kind=item)
     raise ValueError(f"unknown fault {item!r}")
 
@@ -308,6 +342,8 @@ def model_problems(endpoint: str, body: Mapping[str, Any]) -> list[str]:
             for name in ("background", "output_format", "output_compression", "moderation")
             if name in body
         )
+        if body.get("stream") is True:
+            problems.append("stream is only supported for GPT image models")
     n = body.get("n", 1)
     if family == "dall-e-3" and n != 1:
         problems.append("dall-e-3 supports only n=1")
@@ -404,7 +440,23 @@ def _size_ok(family: str, model: str, size: str) -> bool:
 
 
 @dataclass
+class StreamRecord:
+    """One streamed answer: what was sent and how it ended.
+
+    outcome: "streaming" (still going), "completed", "client_closed" (the client dropped the
+    connection mid-stream), "error" (an error event was sent), "cut" (the emulator closed it).
+    `partial_sent_at` holds `time.perf_counter()` just before each preview was written.
+    """
+
+    endpoint: str
+    partial_sent_at: list[float] = field(default_factory=list)
+    final_sent_at: float | None = None
+    outcome: str = "streaming"
+
+
+@dataclass
 class _State:
+    streams: list[StreamRecord] = field(default_factory=list)
     requests: list[RecordedRequest] = field(default_factory=list)
     invalid: list[InvalidRequest] = field(default_factory=list)
     faults: deque[Fault] = field(default_factory=deque)
@@ -435,6 +487,17 @@ class OpenAIEmulator:
         self.url_origin = "api"  # where `url` answers point first: "api" or "cdn"
         self.chunked = False  # send 200 answers without Content-Length (chunked), like proxies do
         self.answer_url: str | None = None  # answer this url (whatever it is) for every picture
+        # How a request with `stream: true` is answered: "sse" (previews and the completed
+        # event as `text/event-stream`), "reject" (400 naming `stream`, a host that does not
+        # stream), "json" (a plain JSON answer), "error" (500, like LiteLLM failing a stream).
+        self.streaming = "sse"
+        self.partial_delays: tuple[float, ...] = ()  # seconds before each preview (else 0)
+        self.final_delay = 0.0  # seconds between the last preview and the completed event
+        self.sse_done = False  # end the stream with `data: [DONE]`
+        self.stream_chunk_bytes: int | None = None  # write each event in pieces this big
+        # When set, every event after the first waits (up to 10 s) for a release of this
+        # semaphore: a test's callback releases it, so the next event follows its preview.
+        self.stream_gate: threading.Semaphore | None = None
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._state = _State()
@@ -532,6 +595,29 @@ class OpenAIEmulator:
             return list(self._state.invalid)
 
     @property
+    def streams(self) -> list[StreamRecord]:
+        """Return the streamed answers so far (copies, in order)."""
+        with self._lock:
+            return [
+                dataclasses.replace(s, partial_sent_at=list(s.partial_sent_at))
+                for s in self._state.streams
+            ]
+
+    def wait_for_stream_end(self, index: int = 0, timeout: float = 5.0) -> StreamRecord:
+        """Block until stream `index` has ended (any outcome); raise TimeoutError otherwise."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                streams = self._state.streams
+                if len(streams) > index and streams[index].outcome != "streaming":
+                    found = streams[index]
+                    return dataclasses.replace(found, partial_sent_at=list(found.partial_sent_at))
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"stream {index} did not end within {timeout} s")
+                self._changed.wait(remaining)
+
+    @property
     def peak_in_flight(self) -> int:
         """Return the most API requests that were being answered at once."""
         with self._lock:
@@ -611,10 +697,23 @@ class OpenAIEmulator:
             fault = self._state.faults.popleft() if self._state.faults else None
         if self.delay:
             await _sleep_while_connected(request, self.delay)
-        if fault is not None:
+        streams = body.get("stream") is True
+        if fault is not None and not fault.kind.startswith("stream_"):
             scripted = await self._fault(request, fault)
             if scripted is not None:
                 return scripted
+        if streams and self.streaming == "reject":
+            payload = error_body(
+                status=400,
+                message="Unknown parameter: 'stream'.",
+                code="unknown_parameter",
+            )
+            payload["error"]["param"] = "stream"
+            return _json(400, payload)
+        if streams and self.streaming == "error":
+            return _json(500, error_body(status=500))
+        if streams and self.streaming == "sse":
+            return await self._stream(request, endpoint, body, fault)
         return self._success(endpoint, body, fault)
 
     async def _fault(self, request: web.Request, fault: Fault) -> web.StreamResponse | None:
@@ -640,6 +739,127 @@ class OpenAIEmulator:
                 request.transport.close()
             return web.Response(status=500)
         return None  # bad_base64 is shaped by _success
+
+    async def _stream(
+        self, request: web.Request, endpoint: str, body: Mapping[str, Any], fault: Fault | None
+    ) -> web.StreamResponse:
+        prefix = "image_generation" if endpoint == "generations" else "image_edit"
+        size = str(body.get("size") or "1024x1024")
+        transparent = body.get("background") == "transparent"
+        fmt = str(body.get("output_format") or "png")
+        quality = body.get("quality")
+        meta = {
+            "size": size if size in {"1024x1024", "1536x1024", "1024x1536"} else "auto",
+            "quality": quality if quality in {"low", "medium", "high"} else "medium",
+            "background": "transparent" if transparent else "opaque",
+            "output_format": fmt,
+        }
+        picture = base64.b64encode(self._picture(size, transparent=transparent, fmt=fmt))
+        previews = int(body.get("partial_images") or 0)
+        if fault is not None:
+            previews = min(previews, fault.partials)
+        record = StreamRecord(endpoint=endpoint)
+        with self._changed:
+            self._state.streams.append(record)
+            self._changed.notify_all()
+        response = web.StreamResponse(
+            status=200, headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        outcome = "client_closed"
+        try:
+            await response.prepare(request)
+            for index in range(previews):
+                delay = self.partial_delays[index] if index < len(self.partial_delays) else 0.0
+                if not await _wait_connected(request, delay):
+                    return response
+                if index and not await self._pass_gate(request):
+                    return response
+                event = {
+                    "type": f"{prefix}.partial_image",
+                    "created_at": int(time.time()),
+                    "partial_image_index": index,
+                    **meta,
+                }
+                await self._send_event(response, event, picture, sent=record.partial_sent_at)
+            if not await _wait_connected(request, self.final_delay):
+                return response
+            if previews and not await self._pass_gate(request):
+                return response
+            if fault is not None and fault.kind == "stream_error":
+                error = error_body(
+                    status=400, message=fault.message, code=fault.code, type=fault.type
+                )
+                await self._send_event(response, {"type": "error", **error}, None, name="error")
+                outcome = "error"
+            elif fault is not None and fault.kind == "stream_cut":
+                outcome = "cut"
+                if request.transport is not None:
+                    request.transport.close()
+                return response
+            else:
+                completed = {
+                    "type": f"{prefix}.completed",
+                    "created_at": int(time.time()),
+                    **meta,
+                    "usage": image_usage.usage(
+                        prompt=str(body.get("prompt") or ""),
+                        n=1,
+                        size=meta["size"] if meta["size"] != "auto" else "1024x1024",
+                        quality=str(meta["quality"]),
+                        edit=endpoint == "edits",
+                    ),
+                }
+                final = (
+                    b"this is %%% not base64"
+                    if fault and fault.kind == "stream_bad_final"
+                    else picture
+                )
+                sent: list[float] = []
+                await self._send_event(response, completed, final, sent=sent)
+                with self._lock:
+                    record.final_sent_at = sent[0]
+                outcome = "completed"
+            if self.sse_done:
+                await response.write(b"data: [DONE]\n\n")
+            await response.write_eof()
+            return response
+        except (ConnectionError, asyncio.CancelledError):
+            outcome = "client_closed"
+            raise
+        finally:
+            with self._changed:
+                record.outcome = outcome
+                self._changed.notify_all()
+
+    async def _pass_gate(self, request: web.Request) -> bool:
+        """Wait for `stream_gate` (bounded); return whether the client is still connected."""
+        gate = self.stream_gate
+        deadline = time.monotonic() + 10.0
+        while gate is not None and not gate.acquire(blocking=False):
+            if time.monotonic() > deadline or not await _wait_connected(request, 0.01):
+                break
+        return await _wait_connected(request, 0.0)
+
+    async def _send_event(
+        self,
+        response: web.StreamResponse,
+        event: Mapping[str, Any],
+        picture: bytes | None,
+        *,
+        name: str | None = None,
+        sent: list[float] | None = None,
+    ) -> None:
+        """Write one event; append to `sent` the time its first byte goes out."""
+        data = json.dumps(event).encode()
+        if picture is not None:  # the picture goes first, as OpenAI's events have it
+            data = b'{"b64_json": "' + picture + b'", ' + data[1:]
+        payload = f"event: {name or event['type']}\ndata: ".encode() + data + b"\n\n"
+        if sent is not None:
+            with self._lock:
+                sent.append(time.perf_counter())
+        step = self.stream_chunk_bytes or len(payload)
+        for start in range(0, len(payload), step):
+            await response.write(payload[start : start + step])
 
     def _success(self, endpoint: str, body: Mapping[str, Any], fault: Fault | None) -> web.Response:
         model = str(body.get("model") or _DEFAULT_MODEL[endpoint])
@@ -895,6 +1115,14 @@ def _json(status: int, payload: Any, *, headers: Mapping[str, str] | None = None
         content_type="application/json",
         headers=dict(headers or {}),
     )
+
+
+async def _wait_connected(request: web.Request, seconds: float) -> bool:
+    """Wait `seconds` (0: just look); return whether the client is still connected."""
+    if seconds > 0:
+        await _sleep_while_connected(request, seconds)
+    transport = request.transport
+    return transport is not None and not transport.is_closing()
 
 
 async def _sleep_while_connected(request: web.Request, seconds: float) -> None:
