@@ -44,6 +44,7 @@ from bot.handlers.webhook import webhook_receiver
 from bot.i18n import Texts
 from bot.images import ImagesClient
 from bot.jobs import JobRunner
+from bot.jobs.worker import instance_id
 from bot.limiter import GenerationLimiter
 from bot.metrics import Load, Metrics
 from bot.store import StoreError, open_store
@@ -209,6 +210,7 @@ async def open_services(settings: Settings, *, clock: Clock = utc_now) -> Servic
             settings=settings,
             clock=clock,
             metrics=metrics,
+            owner=await asyncio.to_thread(instance_id, settings.data_dir),
         ),
     )
 

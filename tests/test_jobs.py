@@ -23,6 +23,7 @@ from bot.images import ImagesClient, ImagesError, ImagesResult
 from bot.jobs import BadJob, Delivered, ImageRequest, Job, JobRunner, Origin
 from bot.jobs.model import decode_request, encode_request
 from bot.limiter import GenerationLimiter, Ticket, UserBusy
+from bot.metrics import Metrics
 from bot.prompt import ImageOptions
 from bot.quota import QuotaExceeded
 from bot.store import SqliteStore
@@ -121,13 +122,15 @@ class World:
     images: ImagesClient
     oai: OpenAIEmulator
 
-    def runner(self, *, clock: Any = None, max_per_user: int = 2) -> JobRunner:
+    def runner(self, *, clock: Any = None, max_per_user: int = 2, owner: str = "here") -> JobRunner:
         return JobRunner(
             store=self.store,
             images=self.images,
             limiter=GenerationLimiter(max_concurrent=4, max_per_user=max_per_user),
             settings=self.settings,
             clock=clock or (lambda: datetime.now(UTC)),
+            metrics=Metrics(),
+            owner=owner,
         )
 
 
@@ -179,7 +182,7 @@ async def test_a_job_is_marked_delivered_when_telegram_takes_it(world: World) ->
     assert events.states_at_ack == ["delivered"]  # before the delivery went on
     assert await _used(world) == 2
     assert (await world.store.stats()).images_today == 2
-    assert await world.store.unfinished_jobs() == []
+    assert await world.store.unfinished_jobs(owner="here") == []
     await runner.stop(1)
 
 
@@ -236,7 +239,7 @@ async def test_refusals_book_nothing(world: World) -> None:
     other = Origin(**{**ORIGIN.__dict__, "user_id": 8})
     with pytest.raises(QuotaExceeded):
         await runner.submit(other, _request(n=6))
-    assert len(await world.store.unfinished_jobs()) == 1
+    assert len(await world.store.unfinished_jobs(owner="here")) == 1
     await runner.stop(0)
 
 
@@ -250,12 +253,12 @@ async def test_stop_leaves_running_and_queued_jobs_for_the_next_start(world: Wor
     started = time.monotonic()
     await runner.stop(0.5)
     assert time.monotonic() - started < 8  # the hung call was cancelled after the grace
-    (left,) = await world.store.unfinished_jobs()
+    (left,) = await world.store.unfinished_jobs(owner="here")
     assert left.id == job.id and left.state == "running"
     assert await _used(world) == 1  # still held by the job: neither counted nor lost
     # Stored while stopping: kept queued, never started.
     late = await runner.submit(ORIGIN, _request("late"))
-    assert [j.id for j in await world.store.unfinished_jobs()] == [job.id, late.id]
+    assert [j.id for j in await world.store.unfinished_jobs(owner="here")] == [job.id, late.id]
 
     second = Recorder(world.store)
     again = world.runner()
@@ -268,7 +271,7 @@ async def test_stop_leaves_running_and_queued_jobs_for_the_next_start(world: Wor
 
 
 async def _all_done(world: World) -> bool:
-    return await world.store.unfinished_jobs() == []
+    return await world.store.unfinished_jobs(owner="here") == []
 
 
 async def test_too_old_jobs_are_refunded_with_a_notice(world: World) -> None:

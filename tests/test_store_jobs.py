@@ -60,6 +60,7 @@ async def _job(
     n: int = 1,
     limit: int = 3,
     budget: BudgetHold | None = None,
+    owner: str = "me",
 ) -> JobRecord:
     reservation = await store.reserve(
         user_id=user_id,
@@ -70,6 +71,7 @@ async def _job(
         exempt=False,
     )
     return await store.create_job(
+        owner=owner,
         user_id=user_id,
         chat_id=chat_id,
         chat_type="supergroup" if chat_id < 0 else "private",
@@ -108,11 +110,11 @@ async def test_unfinished_jobs_come_oldest_first_and_finished_ones_drop_out(
     store: Store,
 ) -> None:
     jobs = [await _job(store, user_id=u, limit=0) for u in (3, 1, 2)]
-    assert [j.id for j in await store.unfinished_jobs()] == [j.id for j in jobs]
+    assert [j.id for j in await store.unfinished_jobs(owner="me")] == [j.id for j in jobs]
     assert jobs[0].id < jobs[1].id < jobs[2].id
     assert await store.transition_job(jobs[1].id, to="running", from_states=("queued",))
     assert await store.finish_job(jobs[0].id, state="delivered", delivered=1)
-    unfinished = await store.unfinished_jobs()
+    unfinished = await store.unfinished_jobs(owner="me")
     assert [(j.id, j.state) for j in unfinished] == [
         (jobs[1].id, "running"),
         (jobs[2].id, "queued"),
@@ -169,7 +171,7 @@ async def test_jobs_and_their_reservations_survive_a_reopen(
     await store.close()
     store = await opener(tmp_path / "data", clock)
     try:
-        (again,) = await store.unfinished_jobs()
+        (again,) = await store.unfinished_jobs(owner="me")
         assert again == job
         assert await _used(store) == 2
         assert await store.finish_job(job.id, state="delivered", delivered=2)
@@ -202,3 +204,11 @@ async def test_prune_forgets_old_finished_jobs_and_update_ids_only(
     assert await store.get_job(new_done.id) is not None
     assert await store.note_update(1)  # forgotten
     assert not await store.note_update(2)
+
+
+async def test_each_instance_resumes_its_own_jobs_only(store: Store) -> None:
+    mine = await _job(store, limit=0)
+    theirs = await _job(store, user_id=2, limit=0, owner="other")
+    assert [j.id for j in await store.unfinished_jobs(owner="me")] == [mine.id]
+    assert [j.owner for j in await store.unfinished_jobs(owner="other")] == ["other"]
+    assert (await store.get_job(theirs.id)) == theirs

@@ -23,11 +23,13 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Protocol
 
 from bot import pricing
@@ -44,6 +46,7 @@ logger = logging.getLogger(__name__)
 Acknowledge = Callable[[int], Awaitable[None]]
 PRUNE_AFTER = timedelta(days=1)  # finished jobs and webhook update ids are kept this long
 PRUNE_EVERY = 3600.0
+INSTANCE_FILE = "instance-id"
 CANCEL_WAIT = 3.0  # how long cancelled jobs may take to wind down (delete a status message)
 
 
@@ -117,7 +120,9 @@ class JobRunner:
         settings: Settings,
         clock: Callable[[], datetime],
         metrics: Metrics,
+        owner: str,
     ) -> None:
+        self._owner = owner  # this instance (`instance_id`): it resumes its own jobs only
         self._store = store
         self._metrics = metrics
         self._images = images
@@ -140,7 +145,7 @@ class JobRunner:
         resumed = 0
         max_age = timedelta(seconds=self._settings.job_max_age_seconds)
         now = self._clock()
-        for record in await self._store.unfinished_jobs():
+        for record in await self._store.unfinished_jobs(owner=self._owner):
             try:
                 job = job_from_record(record, aliases=self._settings.model_aliases, resumed=True)
             except BadJob as exc:
@@ -185,6 +190,7 @@ class JobRunner:
             )
             try:
                 record = await self._store.create_job(
+                    owner=self._owner,
                     user_id=origin.user_id,
                     chat_id=origin.chat_id,
                     chat_type=origin.chat_type,
@@ -441,6 +447,23 @@ class JobRunner:
             except StoreError as exc:
                 logger.warning("could not prune old jobs: %s", exc)
             await asyncio.sleep(PRUNE_EVERY)
+
+
+def instance_id(data_dir: Path) -> str:
+    """Return the id of the bot instance using `data_dir`, made once and kept there.
+
+    Replicas sharing one PostgreSQL database each have their own `DATA_DIR`: a replica resumes
+    the jobs it admitted, never those another live replica is running.
+    """
+    path = data_dir / INSTANCE_FILE
+    try:
+        return path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        pass
+    data_dir.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_hex(8)
+    path.write_text(value + "\n", encoding="ascii")
+    return value
 
 
 def _stored_model(record: JobRecord) -> str:

@@ -58,6 +58,14 @@ SETTING_SCOPES = ("user", "chat")
 UNFINISHED_STATES = ("queued", "running", "delivering")
 FINISHED_STATES = ("delivered", "failed", "cancelled")
 JOB_STATES = UNFINISHED_STATES + FINISHED_STATES
+# A job with what it booked, in the one shape both stores read back (see their `_job`).
+JOB_SELECT = (
+    "SELECT jobs.id, jobs.owner, jobs.user_id, jobs.chat_id, jobs.chat_type, jobs.thread_id,"
+    " jobs.message_id, jobs.lang, jobs.request, jobs.state, jobs.created_at, jobs.updated_at,"
+    " r.id, r.user_id, r.chat_id, r.n, r.day, r.paid, b.id, b.day, b.amount"
+    " FROM jobs LEFT JOIN reservations r ON r.id = jobs.reservation_id"
+    " LEFT JOIN budget_holds b ON b.id = jobs.budget_hold_id"
+)
 
 
 # The columns both implementations read back into `ResultRecord` and `Payment`, in order.
@@ -204,10 +212,12 @@ class JobRecord:
 
     `request` is the validated request as JSON (`bot.jobs.model` writes and reads it; the store
     keeps it as it is). `reservation` and `budget` are what the job booked (None when the store no
-    longer has them); `thread_id` is the forum topic to answer in, None outside topics.
+    longer has them); `thread_id` is the forum topic to answer in, None outside topics. `owner`
+    names the bot instance that admitted it (one per `DATA_DIR`), which resumes it.
     """
 
     id: int
+    owner: str
     user_id: int
     chat_id: int
     chat_type: str
@@ -320,6 +330,7 @@ class Store(Protocol):
     async def create_job(
         self,
         *,
+        owner: str,
         user_id: int,
         chat_id: int,
         chat_type: str,
@@ -356,8 +367,9 @@ class Store(Protocol):
         """
         ...
 
-    async def unfinished_jobs(self) -> list[JobRecord]:
-        """Return every job in state queued, running or delivering, oldest (smallest id) first."""
+    async def unfinished_jobs(self, *, owner: str) -> list[JobRecord]:
+        """Return `owner`'s jobs in state queued, running or delivering, oldest (smallest id)
+        first (other instances' jobs are theirs to resume)."""
         ...
 
     async def get_job(self, job_id: int) -> JobRecord | None:

@@ -44,6 +44,7 @@ from bot.originals import DEFAULT_MAX_BYTES
 from bot.redaction import Redactor
 from bot.store.base import (
     FINISHED_STATES,
+    JOB_SELECT,
     PAYMENT_SELECT,
     RESERVATION_TTL,
     RESULT_SELECT,
@@ -666,6 +667,7 @@ class PostgresStore:
     async def create_job(
         self,
         *,
+        owner: str,
         user_id: int,
         chat_id: int,
         chat_type: str,
@@ -681,10 +683,12 @@ class PostgresStore:
         async with self.connection() as conn:
             (job_id,) = await _row(
                 conn,
-                "INSERT INTO jobs (user_id, chat_id, chat_type, thread_id, message_id, lang,"
-                " request, reservation_id, budget_hold_id, state, created_at, updated_at)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 'queued', %s, %s) RETURNING id",
+                "INSERT INTO jobs (owner, user_id, chat_id, chat_type, thread_id, message_id,"
+                " lang, request, reservation_id, budget_hold_id, state, created_at,"
+                " updated_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'queued', %s, %s) RETURNING id",
                 (
+                    owner,
                     user_id,
                     chat_id,
                     chat_type,
@@ -700,6 +704,7 @@ class PostgresStore:
             )
         return JobRecord(
             id=int(job_id),
+            owner=owner,
             user_id=user_id,
             chat_id=chat_id,
             chat_type=chat_type,
@@ -732,26 +737,26 @@ class PostgresStore:
         async with self.transaction() as conn:
             if not await _move_job(conn, job_id, to=state, from_states=UNFINISHED_STATES, now=now):
                 return False
-            row = await _row(conn, f"{_JOB_SELECT} WHERE jobs.id = %s", (job_id,))
+            row = await _row(conn, f"{JOB_SELECT} WHERE jobs.id = %s", (job_id,))
             reservation = _job(row).reservation
             if reservation is not None:
                 await _settle(conn, reservation, delivered=delivered)
         return True
 
-    async def unfinished_jobs(self) -> list[JobRecord]:
-        """Return the jobs a restart resumes, oldest first."""
+    async def unfinished_jobs(self, *, owner: str) -> list[JobRecord]:
+        """Return the jobs of `owner` a restart resumes, oldest first."""
         async with self.connection() as conn:
             rows = await _rows(
                 conn,
-                f"{_JOB_SELECT} WHERE jobs.state = ANY(%s) ORDER BY jobs.id",
-                (list(UNFINISHED_STATES),),
+                f"{JOB_SELECT} WHERE jobs.owner = %s AND jobs.state = ANY(%s) ORDER BY jobs.id",
+                (owner, list(UNFINISHED_STATES)),
             )
         return [_job(row) for row in rows]
 
     async def get_job(self, job_id: int) -> JobRecord | None:
         """Return one job, or None when unknown."""
         async with self.connection() as conn:
-            rows = await _rows(conn, f"{_JOB_SELECT} WHERE jobs.id = %s", (job_id,))
+            rows = await _rows(conn, f"{JOB_SELECT} WHERE jobs.id = %s", (job_id,))
         return _job(rows[0]) if rows else None
 
     async def note_update(self, update_id: int) -> bool:
@@ -871,15 +876,6 @@ async def _settle(conn: Connection, reservation: Reservation, *, delivered: int)
         )
 
 
-_JOB_SELECT = (
-    "SELECT jobs.id, jobs.user_id, jobs.chat_id, jobs.chat_type, jobs.thread_id, jobs.message_id,"
-    " jobs.lang, jobs.request, jobs.state, jobs.created_at, jobs.updated_at,"
-    " r.id, r.user_id, r.chat_id, r.n, r.day, r.paid, b.id, b.day, b.amount"
-    " FROM jobs LEFT JOIN reservations r ON r.id = jobs.reservation_id"
-    " LEFT JOIN budget_holds b ON b.id = jobs.budget_hold_id"
-)
-
-
 async def _move_job(
     conn: Connection, job_id: int, *, to: str, from_states: Sequence[str], now: datetime
 ) -> bool:
@@ -892,7 +888,7 @@ async def _move_job(
 
 
 def _job(row: Sequence[Any]) -> JobRecord:
-    (jid, user_id, chat_id, chat_type, thread_id, message_id, lang, request, state, created,
+    (jid, owner, user_id, chat_id, chat_type, thread_id, message_id, lang, request, state, created,
      updated, rid, r_user, r_chat, r_n, r_day, r_paid, bid, b_day, b_amount) = row  # fmt: skip
     reservation = None
     if rid is not None:
@@ -905,6 +901,7 @@ def _job(row: Sequence[Any]) -> JobRecord:
         budget = BudgetHold(id=int(bid), day=b_day, amount=int(b_amount))
     return JobRecord(
         id=int(jid),
+        owner=str(owner),
         user_id=int(user_id),
         chat_id=int(chat_id),
         chat_type=str(chat_type),

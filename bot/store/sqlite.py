@@ -32,6 +32,7 @@ from bot import pricing, quota
 from bot.originals import DEFAULT_MAX_BYTES, Originals
 from bot.store.base import (
     FINISHED_STATES,
+    JOB_SELECT,
     PAYMENT_SELECT,
     RESERVATION_TTL,
     RESULT_SELECT,
@@ -118,12 +119,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         # Durable jobs (issue #10): every admitted request, and the webhook updates already seen.
         """CREATE TABLE jobs (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            id INTEGER PRIMARY KEY AUTOINCREMENT, owner TEXT NOT NULL,
             user_id INTEGER NOT NULL, chat_id INTEGER NOT NULL, chat_type TEXT NOT NULL,
             thread_id INTEGER, message_id INTEGER NOT NULL, lang TEXT NOT NULL,
             request TEXT NOT NULL, reservation_id INTEGER, budget_hold_id INTEGER,
             state TEXT NOT NULL, created_at REAL NOT NULL, updated_at REAL NOT NULL)""",
-        "CREATE INDEX jobs_state ON jobs (state, id)",
+        "CREATE INDEX jobs_state ON jobs (owner, state, id)",
         "CREATE TABLE seen_updates (update_id INTEGER PRIMARY KEY, seen_at REAL NOT NULL)",
         "CREATE INDEX seen_updates_at ON seen_updates (seen_at)",
     ),
@@ -730,6 +731,7 @@ class SqliteStore:
     async def create_job(
         self,
         *,
+        owner: str,
         user_id: int,
         chat_id: int,
         chat_type: str,
@@ -743,6 +745,7 @@ class SqliteStore:
         """Store a new job in state "queued" (see `Store.create_job`)."""
         now = self._clock()
         row = (
+            owner,
             user_id,
             chat_id,
             chat_type,
@@ -759,9 +762,10 @@ class SqliteStore:
         def run(conn: sqlite3.Connection) -> int:
             with _transaction(conn):
                 cursor = conn.execute(
-                    "INSERT INTO jobs (user_id, chat_id, chat_type, thread_id, message_id, lang,"
-                    " request, reservation_id, budget_hold_id, state, created_at, updated_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
+                    "INSERT INTO jobs (owner, user_id, chat_id, chat_type, thread_id, message_id,"
+                    " lang, request, reservation_id, budget_hold_id, state, created_at,"
+                    " updated_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
                     row,
                 )
                 job_id = cursor.lastrowid
@@ -771,6 +775,7 @@ class SqliteStore:
         job_id = await self._run(run)
         return JobRecord(
             id=job_id,
+            owner=owner,
             user_id=user_id,
             chat_id=chat_id,
             chat_type=chat_type,
@@ -810,7 +815,7 @@ class SqliteStore:
             with _transaction(conn):
                 if not _move_job(conn, job_id, to=state, from_states=UNFINISHED_STATES, now=now):
                     return False
-                row = conn.execute(f"{_JOB_SELECT} WHERE jobs.id = ?", (job_id,)).fetchone()
+                row = conn.execute(f"{JOB_SELECT} WHERE jobs.id = ?", (job_id,)).fetchone()
                 reservation = _job(row).reservation
                 if reservation is not None:
                     _settle(conn, reservation, delivered=delivered)
@@ -818,13 +823,14 @@ class SqliteStore:
 
         return await self._run(run)
 
-    async def unfinished_jobs(self) -> list[JobRecord]:
-        """Return the jobs a restart resumes, oldest first."""
+    async def unfinished_jobs(self, *, owner: str) -> list[JobRecord]:
+        """Return the jobs of `owner` a restart resumes, oldest first."""
         marks = ", ".join("?" * len(UNFINISHED_STATES))
 
         def run(conn: sqlite3.Connection) -> list[JobRecord]:
             rows = conn.execute(
-                f"{_JOB_SELECT} WHERE jobs.state IN ({marks}) ORDER BY jobs.id", UNFINISHED_STATES
+                f"{JOB_SELECT} WHERE jobs.owner = ? AND jobs.state IN ({marks}) ORDER BY jobs.id",
+                (owner, *UNFINISHED_STATES),
             ).fetchall()
             return [_job(row) for row in rows]
 
@@ -834,7 +840,7 @@ class SqliteStore:
         """Return one job, or None when unknown."""
 
         def run(conn: sqlite3.Connection) -> JobRecord | None:
-            row = conn.execute(f"{_JOB_SELECT} WHERE jobs.id = ?", (job_id,)).fetchone()
+            row = conn.execute(f"{JOB_SELECT} WHERE jobs.id = ?", (job_id,)).fetchone()
             return None if row is None else _job(row)
 
         return await self._run(run)
@@ -870,15 +876,6 @@ class SqliteStore:
         return await self._run(run)
 
 
-_JOB_SELECT = (
-    "SELECT jobs.id, jobs.user_id, jobs.chat_id, jobs.chat_type, jobs.thread_id, jobs.message_id,"
-    " jobs.lang, jobs.request, jobs.state, jobs.created_at, jobs.updated_at,"
-    " r.id, r.user_id, r.chat_id, r.n, r.day, r.paid, b.id, b.day, b.amount"
-    " FROM jobs LEFT JOIN reservations r ON r.id = jobs.reservation_id"
-    " LEFT JOIN budget_holds b ON b.id = jobs.budget_hold_id"
-)
-
-
 def _move_job(
     conn: sqlite3.Connection, job_id: int, *, to: str, from_states: Sequence[str], now: float
 ) -> bool:
@@ -892,7 +889,7 @@ def _move_job(
 
 
 def _job(row: tuple[object, ...]) -> JobRecord:
-    (jid, user_id, chat_id, chat_type, thread_id, message_id, lang, request, state, created,
+    (jid, owner, user_id, chat_id, chat_type, thread_id, message_id, lang, request, state, created,
      updated, rid, r_user, r_chat, r_n, r_day, r_paid, bid, b_day, b_amount) = row  # fmt: skip
     reservation = None
     if rid is not None:
@@ -911,6 +908,7 @@ def _job(row: tuple[object, ...]) -> JobRecord:
         )
     return JobRecord(
         id=int(str(jid)),
+        owner=str(owner),
         user_id=int(str(user_id)),
         chat_id=int(str(chat_id)),
         chat_type=str(chat_type),
