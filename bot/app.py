@@ -54,7 +54,7 @@ logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 _T = TypeVar("_T")
-MENU = ("image", "edit", "settings", "usage", "history", "help")
+MENU = ("image", "edit", "settings", "usage", "history", "help", "cancel")
 PAID_MENU = ("buy", "balance")  # shown when Telegram Stars are on (STARS_PER_IMAGE > 0)
 POLL_TIMEOUT = 30
 CONCURRENT_UPDATES = 4096

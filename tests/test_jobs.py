@@ -22,6 +22,7 @@ from bot.config import Settings, load_settings
 from bot.images import ImagesClient, ImagesError, ImagesResult
 from bot.jobs import BadJob, Delivered, ImageRequest, Job, JobRunner, Origin
 from bot.jobs.model import decode_request, encode_request
+from bot.jobs.worker import Watch
 from bot.limiter import GenerationLimiter, Ticket, UserBusy
 from bot.metrics import Metrics
 from bot.prompt import ImageOptions
@@ -72,6 +73,22 @@ def test_an_edit_without_its_source_is_refused() -> None:
         decode_request(text, aliases={})
 
 
+class PlainWatch:
+    """A watch that shows nothing and cannot be cancelled from the chat."""
+
+    async def run(self, work: Any) -> Any:
+        return await work
+
+    def started(self) -> None:
+        pass
+
+    async def show_partial(self, partial: Any) -> None:
+        pass
+
+    def drawn(self) -> None:
+        pass
+
+
 @dataclass
 class Recorder:
     """A Telegram side that records what the worker asks of it."""
@@ -84,12 +101,15 @@ class Recorder:
     progress_entered: asyncio.Event = field(default_factory=asyncio.Event)
 
     @contextlib.asynccontextmanager
-    async def _progress(self) -> AsyncIterator[object]:
+    async def _progress(self) -> AsyncIterator[Watch]:
         self.progress_entered.set()
-        yield None
+        yield PlainWatch()
 
-    def progress(self, job: Job, ticket: Ticket) -> contextlib.AbstractAsyncContextManager[object]:
+    def progress(self, job: Job, ticket: Ticket) -> contextlib.AbstractAsyncContextManager[Watch]:
         return self._progress()
+
+    async def cancelled(self, job: Job) -> None:
+        self.failures.append((job, "cancelled"))
 
     async def fetch_source(self, job: Job) -> bytes | None:
         return None  # "the download failed"

@@ -26,7 +26,8 @@ from telegram.ext import (
     filters,
 )
 
-from bot.handlers import account, errors, help, image, payments, results, settings
+from bot.handlers import account, cancel, errors, help, image, payments, results, settings
+from bot.handlers.keyboards import CANCEL
 from bot.handlers.services import Services
 from bot.store import StoreError
 
@@ -93,6 +94,7 @@ def register(app: Application[Any, Any, Any, Any, Any, Any], services: Services)
         ("paysupport", payments.paysupport_command),
         ("terms", payments.terms_command),
         ("refund", payments.refund_command),
+        ("cancel", cancel.cancel_command),
     ]
     for name, callback in commands:
         app.add_handler(CommandHandler(name, _bind(callback, services), filters=new_messages))
@@ -109,6 +111,9 @@ def register(app: Application[Any, Any, Any, Any, Any, Any], services: Services)
     )
     app.add_handler(
         CallbackQueryHandler(_bind(payments.buy_button, services), pattern=rf"^{payments.BUY}:")
+    )
+    app.add_handler(
+        CallbackQueryHandler(_bind(cancel.cancel_button, services), pattern=rf"^{CANCEL}:")
     )
     app.add_handler(PreCheckoutQueryHandler(_bind(payments.pre_checkout, services)))
     app.add_handler(

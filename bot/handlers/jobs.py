@@ -12,11 +12,14 @@ chat, forum topic and message to answer, whether the job is fresh or resumed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict
 from datetime import timedelta
+from typing import Any, TypeVar
 
 from telegram import Bot, Chat, Message, User
 from telegram.error import TelegramError
@@ -36,20 +39,22 @@ from bot.handlers.delivery import (
     send_pictures,
     spool_dir,
 )
-from bot.handlers.keyboards import result_keyboard
+from bot.handlers.keyboards import cancel_keyboard, result_keyboard
 from bot.handlers.progress import Progress
 from bot.handlers.replies import error_text
 from bot.handlers.services import Services
 from bot.handlers.sources import fetch_source
-from bot.images import ImagesError, ImagesResult
+from bot.images import ImagesError, ImagesResult, PartialImage
 from bot.jobs import Delivered, ImageRequest, Job, Origin
-from bot.jobs.worker import Acknowledge
+from bot.jobs.worker import Acknowledge, Watch
 from bot.limiter import Ticket, UserBusy
 from bot.quota import CreditsNeeded, QuotaExceeded
+from bot.running import RunningRequest
 from bot.store import StoreError
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
 ADMIN_ALERT_EVERY = timedelta(hours=1)
 ALERT_KINDS = frozenset({"auth", "quota", "not_found", "not_offered"})
 
@@ -112,30 +117,82 @@ def reply_target(bot: Bot, job: Job) -> Message:
     return message
 
 
+class ChatWatch:
+    """A job's `Watch` on Telegram: its status and previews, and its ❌ Cancel (`bot.running`)."""
+
+    def __init__(
+        self, services: Services, job: Job, *, request: RunningRequest, progress: Progress
+    ) -> None:
+        self._services = services
+        self._job = job
+        self._request = request
+        self.progress = progress
+
+    async def run(self, work: Coroutine[Any, Any, T]) -> T:
+        """Run the cancellable part; raise `Cancelled` when the user cancelled it."""
+        return await self._request.run(work)
+
+    def started(self) -> None:
+        """The drawing time starts."""
+        self.progress.running()
+
+    async def show_partial(self, partial: PartialImage) -> None:
+        """Show a streamed preview."""
+        await self.progress.show_partial(partial)
+
+    def drawn(self) -> None:
+        """Too late to cancel now; remember how long it took, for the next estimates."""
+        self._request.close()
+        seconds = self.progress.running_for()
+        if seconds is not None:
+            description = self._job.request.description
+            self._services.generation_times.record(
+                model=description.model, quality=description.quality, seconds=seconds
+            )
+
+
 class TelegramEvents:
     """The job worker's `Events` on Telegram."""
 
     def __init__(self, bot: Bot, services: Services) -> None:
         self._bot = bot
         self._services = services
+        self._watches: dict[int, ChatWatch] = {}  # the jobs between their slot and delivery
 
-    def progress(self, job: Job, ticket: Ticket) -> AbstractAsyncContextManager[object]:
+    def progress(self, job: Job, ticket: Ticket) -> AbstractAsyncContextManager[Watch]:
         """Show the chat action and the status message (at once, saying so, when resumed)."""
-        texts, lang = self._services.texts, job.origin.lang
-        queued = texts.get(lang, "status.queued")
-        working = texts.get(lang, "status.working")
-        delay = self._services.settings.status_message_delay_seconds
-        if job.resumed:
-            resumed = texts.get(lang, "status.resumed")
-            queued, working, delay = f"{resumed}\n{queued}", resumed, 0.0
-        return Progress(
-            message=reply_target(self._bot, job),
-            ticket=ticket,
-            status_delay=delay,
-            queued_text=queued,
-            working_text=working,
-            in_group=job.origin.in_group,
+        return self._watch(job, ticket)
+
+    @contextlib.asynccontextmanager
+    async def _watch(self, job: Job, ticket: Ticket) -> AsyncIterator[Watch]:
+        services, origin = self._services, job.origin
+        description = job.request.description
+        tracking = services.running.track(
+            user_id=origin.user_id, chat_id=origin.chat_id, message_id=origin.message_id
         )
+        async with tracking as request:
+            progress = Progress(
+                message=reply_target(self._bot, job),
+                ticket=ticket,
+                status_delay=0.0 if job.resumed else services.settings.status_message_delay_seconds,
+                texts=services.texts,
+                lang=origin.lang,
+                in_group=origin.in_group,
+                estimate=services.generation_times.estimate(
+                    model=description.model, quality=description.quality
+                ),
+                cancel_markup=cancel_keyboard(services.texts, origin.lang, request.id),
+                request=request,
+                in_chat=lambda: services.running.in_chat(origin.chat_id),
+                note=services.texts.get(origin.lang, "status.resumed") if job.resumed else "",
+            )
+            watch = ChatWatch(services, job, request=request, progress=progress)
+            async with progress:
+                self._watches[job.id] = watch
+                try:
+                    yield watch
+                finally:
+                    self._watches.pop(job.id, None)
 
     async def fetch_source(self, job: Job) -> bytes | None:
         """Download the picture to edit or vary (again, after a restart)."""
@@ -156,11 +213,17 @@ class TelegramEvents:
     ) -> Delivered:
         """Send the pictures with caption and buttons; explain when they could not go out."""
         target = reply_target(self._bot, job)
+        watch = self._watches.get(job.id)
         parcel = [result]
         del result  # `_deliver` frees the pictures once spooled; no name here may keep them
         try:
             count = await _deliver(
-                self._services, target, job=job, result=parcel.pop(), acknowledged=acknowledged
+                self._services,
+                target,
+                job=job,
+                result=parcel.pop(),
+                acknowledged=acknowledged,
+                progress=None if watch is None else watch.progress,
             )
         except DeliveryError as exc:
             await report_undelivered(
@@ -180,6 +243,12 @@ class TelegramEvents:
         )
         if exc.kind in ALERT_KINDS and exc.status is not None:  # what the host answered
             await alert_admins(self._services, self._bot, exc)
+
+    async def cancelled(self, job: Job) -> None:
+        """Tell the user the request was cancelled (and not counted)."""
+        await reply_plain(
+            reply_target(self._bot, job), self._services.texts.get(job.origin.lang, "cancel.done")
+        )
 
     async def expired(self, job: Job) -> None:
         """Tell the user a request cut off by a restart was too old to resume."""
@@ -212,6 +281,7 @@ async def _deliver(
     job: Job,
     result: ImagesResult,
     acknowledged: Acknowledge,
+    progress: Progress | None,
 ) -> int:
     request, origin = job.request, job.origin
     revised = next((i.revised_prompt for i in result.images if i.revised_prompt), None)
@@ -245,6 +315,7 @@ async def _deliver(
             result_id=result_id,
             revised=revised,
             acknowledged=acknowledged,
+            progress=progress,
         )
     finally:
         discard(pictures)  # whatever was not moved into the originals
@@ -259,6 +330,7 @@ async def _send_and_keep(
     result_id: str,
     revised: str | None,
     acknowledged: Acknowledge,
+    progress: Progress | None,
 ) -> int:
     texts, lang = services.texts, job.origin.lang
     caption = build_caption(
@@ -268,6 +340,8 @@ async def _send_and_keep(
     )
     markup = result_keyboard(services.texts, lang, result_id)
     originals = [(p.filename, p.data) for p in pictures]
+    # A streamed preview becomes the result (one photo) or goes once the result is sent.
+    preview = await progress.hand_over_preview() if progress is not None else None
     try:
         sent = await send_pictures(
             reply_to,
@@ -276,6 +350,7 @@ async def _send_and_keep(
             as_file=job.request.as_file,
             upload_limit=services.settings.telegram_upload_limit_bytes,
             reply_markup=markup if len(pictures) == 1 else None,
+            replace=preview,
         )
     except MaybeDelivered as exc:
         # Telegram most likely posted them (with their buttons): count them, say nothing more.

@@ -25,24 +25,26 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from bot import pricing
 from bot.config import Settings
-from bot.images import ImagesClient, ImagesError, ImagesResult
+from bot.images import ImagesClient, ImagesError, ImagesResult, OnPartial, PartialImage
 from bot.jobs import billing
 from bot.jobs.model import BadJob, ImageRequest, Job, Origin, encode_request, job_from_record
 from bot.limiter import GenerationLimiter, Ticket
 from bot.metrics import Metrics
+from bot.running import Cancelled
 from bot.store import UNFINISHED_STATES, JobRecord, Store, StoreError
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
 Acknowledge = Callable[[int], Awaitable[None]]
 PRUNE_AFTER = timedelta(days=1)  # finished jobs and webhook update ids are kept this long
 PRUNE_EVERY = 3600.0
@@ -58,10 +60,31 @@ class Delivered:
     outcome: str  # "ok" or a delivery error kind
 
 
+class Watch(Protocol):
+    """The chat's view of one job while it waits and draws (status, previews, ❌ Cancel)."""
+
+    async def run(self, work: Coroutine[Any, Any, T]) -> T:
+        """Run the part a user may cancel (the slot wait and the images call); raise
+        `bot.running.Cancelled` when they did."""
+        ...
+
+    def started(self) -> None:
+        """The job holds a generation slot now: the drawing time starts."""
+        ...
+
+    async def show_partial(self, partial: PartialImage) -> None:
+        """Show a streamed preview."""
+        ...
+
+    def drawn(self) -> None:
+        """The pictures are there and paid for: too late to cancel; note how long it took."""
+        ...
+
+
 class Events(Protocol):
     """What the chat side does for a job (`bot.handlers.jobs` implements it for Telegram)."""
 
-    def progress(self, job: Job, ticket: Ticket) -> AbstractAsyncContextManager[object]:
+    def progress(self, job: Job, ticket: Ticket) -> AbstractAsyncContextManager[Watch]:
         """Keep the chat informed while the job waits for a slot and runs."""
         ...
 
@@ -81,6 +104,10 @@ class Events(Protocol):
 
     async def expired(self, job: Job) -> None:
         """Tell the user a request cut off by a restart was too old to resume (refunded)."""
+        ...
+
+    async def cancelled(self, job: Job) -> None:
+        """Tell the user their request was cancelled (and not counted)."""
         ...
 
     async def unexpected(self, job: Job, exc: Exception) -> None:
@@ -281,6 +308,9 @@ class JobRunner:
             await self._on_events().failed(live.job, exc)
         except _Postpone:
             live.postponed = True
+        except Cancelled:  # ❌ Cancel or /cancel: nothing delivered, the quota goes back
+            outcome = "cancelled"
+            await self._on_events().cancelled(live.job)
         except Exception as exc:  # the task's boundary: nothing above it would see this
             await self._on_events().unexpected(live.job, exc)
         except asyncio.CancelledError:
@@ -291,6 +321,7 @@ class JobRunner:
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()  # cancelled on purpose: the bookkeeping below must still run
+            await self._on_events().cancelled(live.job)
         finally:
             try:
                 if not live.postponed:
@@ -302,34 +333,16 @@ class JobRunner:
                 self._live.pop(live.job.id, None)
 
     async def _steps(self, live: _Live) -> tuple[int, str]:
-        job, ticket, events = live.job, live.ticket, self._on_events()
+        job, events = live.job, self._on_events()
         source: bytes | None = None
         if job.request.kind != "generate":
             # Fetched only now, once the user's cap and quota let the request through.
             source = await events.fetch_source(job)
             if source is None:
                 return 0, "download"
-        async with events.progress(job, ticket):
-            if not ticket.try_acquire():
-                await ticket.wait()
-            if self._stopping:
-                raise _Postpone()
-            live.stage = "running"
-            await self._store.transition_job(job.id, to="running", from_states=UNFINISHED_STATES)
-            # The images client holds the one deadline (IMAGE_TIMEOUT_SECONDS) of the call.
-            started = time.monotonic()
-            try:
-                result = await self._call(job.request, source)
-            except ImagesError as exc:
-                self._metrics.backend_error(exc.kind)
-                raise
-            finally:
-                # The upload and its flood-control waits need no slot (the user's claim lasts).
-                ticket.release_slot()
-            model = job.request.description.model
-            self._metrics.generated(model=model, seconds=time.monotonic() - started)
+        async with events.progress(job, live.ticket) as watch:
+            result = await watch.run(self._draw(live, watch, source))
             del source
-            live.hold.charge(result)
             live.stage = "delivering"
             await self._store.transition_job(job.id, to="delivering", from_states=("running",))
 
@@ -342,10 +355,38 @@ class JobRunner:
             done = await events.deliver(job, parcel.pop(), acknowledged=acknowledged)
         return done.count, done.outcome
 
-    async def _call(self, request: ImageRequest, source: bytes | None) -> ImagesResult:
+    async def _draw(self, live: _Live, watch: Watch, source: bytes | None) -> ImagesResult:
+        """Wait for a slot and make the paid call: the part ❌ Cancel can stop."""
+        job, ticket = live.job, live.ticket
+        if not ticket.try_acquire():
+            await ticket.wait()
+        if self._stopping:
+            raise _Postpone()
+        live.stage = "running"
+        watch.started()
+        await self._store.transition_job(job.id, to="running", from_states=UNFINISHED_STATES)
+        # The images client holds the one deadline (IMAGE_TIMEOUT_SECONDS) of the call.
+        started = time.monotonic()
+        try:
+            result = await self._call(job.request, source, on_partial=watch.show_partial)
+        except ImagesError as exc:
+            self._metrics.backend_error(exc.kind)
+            raise
+        finally:
+            # The upload and its flood-control waits need no slot (the user's claim lasts).
+            ticket.release_slot()
+        model = job.request.description.model
+        self._metrics.generated(model=model, seconds=time.monotonic() - started)
+        live.hold.charge(result)
+        watch.drawn()
+        return result
+
+    async def _call(
+        self, request: ImageRequest, source: bytes | None, *, on_partial: OnPartial
+    ) -> ImagesResult:
         images, description = self._images, request.description
         if request.kind == "edit" and source is not None:
-            return await images.edit(description, request.caps, image=source)
+            return await images.edit(description, request.caps, image=source, on_partial=on_partial)
         if request.kind == "variation" and source is not None:
             return await images.variation(
                 model=description.model,
@@ -354,7 +395,7 @@ class JobRunner:
                 n=description.n,
                 size=description.size,
             )
-        return await images.generate(description, request.caps)
+        return await images.generate(description, request.caps, on_partial=on_partial)
 
     async def _acknowledged(self, live: _Live, count: int) -> None:
         """Mark the job delivered the moment Telegram has the pictures, before anything else."""
