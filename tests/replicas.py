@@ -39,12 +39,13 @@ class Replica:
         self.metrics_port = free_port()
         self.webhook_port = free_port() if webhook else None
         self.log = cwd / f"replica-{index}.log"
+        self.data_dir = cwd / f"replica-{index}"
         full = {
             "PATH": os.environ.get("PATH", ""),
             "HOME": str(cwd),
             "PYTHONPATH": str(ROOT),
             **env,
-            "DATA_DIR": str(cwd / f"replica-{index}"),
+            "DATA_DIR": str(self.data_dir),
             "METRICS_PORT": str(self.metrics_port),
             "METRICS_LISTEN": "127.0.0.1",
         }
@@ -71,6 +72,10 @@ class Replica:
     def webhook(self) -> str:
         """Return the root URL of this replica's webhook server."""
         return f"http://127.0.0.1:{self.webhook_port}"
+
+    def instance_id(self) -> str:
+        """Return the id this replica's jobs are stored under (its DATA_DIR's instance-id)."""
+        return (self.data_dir / "instance-id").read_text().strip()
 
     def output(self) -> str:
         """Return what the process logged so far."""

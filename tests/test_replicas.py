@@ -7,6 +7,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import psycopg
+
 from bot.app import derived_webhook_secret
 from tests.conftest import API_KEY, TOKEN, USER, base_env
 from tests.emulators.balancer import Balancer
@@ -17,6 +19,7 @@ from tests.replicas import Replicas
 from tests.test_subprocess import _wait_text_reply
 
 BURST = 60  # pictures asked at once, in the webhook test
+LEASE = 4.0  # JOB_LEASE_SECONDS of the kill -9 test
 TAKE_OVER = 15.0  # seconds: the lock is free at once, a standby asks every 2 s (margin: CI)
 
 
@@ -168,3 +171,39 @@ def test_three_webhook_replicas_behind_a_balancer_answer_each_command_once(
         assert code == 0, log[-3000:]
         assert "Traceback" not in log, log[-3000:]
         assert PASSWORD not in log and secret not in log
+
+
+def test_a_job_of_a_replica_killed_mid_generation_is_finished_by_another_once(
+    tmp_path: Path, pg_server: PostgresServer
+) -> None:
+    url = pg_server.create_database()
+    with TelegramEmulator(TOKEN) as tg, OpenAIEmulator(api_key=API_KEY, delay=3.0) as oai:
+        env = base_env(tg, oai, tmp_path / "unused")
+        env.update(STORE_URL=url, DAILY_IMAGE_LIMIT="5", JOB_LEASE_SECONDS=str(LEASE))
+        with Replicas(env, tmp_path, count=3, webhook=True) as replicas:
+            replicas.wait_healthy()
+            with Balancer([replica.webhook for replica in replicas]) as balancer:
+                tg.webhook_target = f"{balancer.url}/hook"
+                update = tg.send_message(chat_id=USER, user_id=USER, text="/image phoenix")
+                asked = [(USER, update["message"]["message_id"])]
+                oai.wait_for_requests(1, timeout=20)  # drawing, in one of the three
+                with psycopg.connect(url) as conn:
+                    (owner,) = conn.execute("SELECT owner FROM jobs").fetchone() or ("",)
+                holder = next(r for r in replicas if r.instance_id() == owner)
+                holder.kill()
+                killed = time.monotonic()
+                _wait_photos(tg, asked, timeout=LEASE + 30)
+                # Taken over within the lease (plus the second drawing and the upload).
+                assert time.monotonic() - killed < LEASE + 3.0 + 10
+                _exactly_one_each(tg, asked)
+                usage = tg.send_message(chat_id=USER, user_id=USER, text="/usage")
+                text = _wait_text_reply(tg, usage["message"]["message_id"])
+            logs = replicas.stop()
+    assert "4" in text, text  # one picture counted: 4 of 5 left
+    assert len(oai.api_requests) == 2  # the killed replica's call, and the one that delivered
+    took_over = [log for index, (_, log) in logs.items() if "took over 1 job(s)" in log]
+    assert len(took_over) == 1, "exactly one replica takes the job over"
+    for index, (code, log) in logs.items():
+        if index != holder.index:
+            assert code == 0, log[-3000:]
+        assert "Traceback" not in log, log[-3000:]

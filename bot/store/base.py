@@ -396,3 +396,13 @@ class Store(Protocol):
         Unfinished jobs are never pruned. Returns how many jobs were removed.
         """
         ...
+
+    async def renew_lease(self, *, owner: str, seconds: float) -> None:
+        """Say that instance `owner` is alive and works its jobs for `seconds` more (0: it
+        stops; its unfinished jobs may be taken over at once)."""
+        ...
+
+    async def claim_jobs(self, *, owner: str) -> list[JobRecord]:
+        """Take over the unfinished jobs of instances whose lease ran out: they become
+        `owner`'s; return them, oldest first (never a job another claim took too)."""
+        ...

@@ -115,7 +115,9 @@ async def _row(conn: Connection, query: Any, params: Sequence[Any] | dict[str, A
     return row
 
 
-async def _rows(conn: Connection, query: Any, params: Sequence[Any] = ()) -> list[Any]:
+async def _rows(
+    conn: Connection, query: Any, params: Sequence[Any] | dict[str, Any] = ()
+) -> list[Any]:
     cursor = await conn.execute(query, params)
     return await cursor.fetchall()
 
@@ -836,6 +838,41 @@ class PostgresStore:
             )
             await conn.execute("DELETE FROM seen_updates WHERE seen_at < %s", (before,))
             return cursor.rowcount
+
+    async def renew_lease(self, *, owner: str, seconds: float) -> None:
+        """Extend `owner`'s lease to `seconds` from now on the server's clock."""
+        async with self.connection() as conn:
+            await conn.execute(
+                "INSERT INTO instances (owner, lease_until)"
+                " VALUES (%(owner)s, clock_timestamp() + make_interval(secs => %(secs)s))"
+                " ON CONFLICT (owner) DO UPDATE SET lease_until = excluded.lease_until",
+                {"owner": owner, "secs": max(0.0, seconds)},
+            )
+
+    async def claim_jobs(self, *, owner: str) -> list[JobRecord]:
+        """Take over the unfinished jobs of instances whose lease ran out (or that never had
+        one), oldest first. SKIP LOCKED: replicas claiming at once split them, never share."""
+        now = self._clock()
+        async with self.transaction() as conn:
+            claimed = await _rows(
+                conn,
+                "WITH orphans AS (SELECT jobs.id FROM jobs"
+                " LEFT JOIN instances i ON i.owner = jobs.owner"
+                " WHERE jobs.state = ANY(%(unfinished)s) AND jobs.owner <> %(owner)s"
+                " AND (i.lease_until IS NULL OR i.lease_until < clock_timestamp())"
+                " ORDER BY jobs.id FOR UPDATE OF jobs SKIP LOCKED)"
+                " UPDATE jobs SET owner = %(owner)s, updated_at = %(now)s"
+                " FROM orphans WHERE jobs.id = orphans.id RETURNING jobs.id",
+                {"unfinished": list(UNFINISHED_STATES), "owner": owner, "now": now},
+            )
+            if not claimed:
+                return []
+            rows = await _rows(
+                conn,
+                f"{JOB_SELECT} WHERE jobs.id = ANY(%s) ORDER BY jobs.id",
+                ([int(row[0]) for row in claimed],),
+            )
+        return [_job(row) for row in rows]
 
 
 class PostgresOriginals:

@@ -99,6 +99,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE TABLE flood_buckets (
             key TEXT PRIMARY KEY, tat DOUBLE PRECISION NOT NULL)""",
     ),
+    (
+        # The lease each instance renews on its jobs (`PostgresStore.renew_lease`); the jobs of
+        # one whose lease ran out are taken over (`claim_jobs`). Server clock, like the buckets.
+        """CREATE TABLE instances (
+            owner TEXT PRIMARY KEY, lease_until TIMESTAMPTZ NOT NULL)""",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

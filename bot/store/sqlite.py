@@ -884,6 +884,13 @@ class SqliteStore:
 
         return await self._run(run)
 
+    async def renew_lease(self, *, owner: str, seconds: float) -> None:
+        """Do nothing: one process per database file, no other to take its jobs over."""
+
+    async def claim_jobs(self, *, owner: str) -> list[JobRecord]:
+        """Return nothing: there is no other instance whose jobs to take over."""
+        return []
+
 
 def _move_job(
     conn: sqlite3.Connection, job_id: int, *, to: str, from_states: Sequence[str], now: float

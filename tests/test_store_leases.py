@@ -1,0 +1,83 @@
+"""Job leases across replicas (`renew_lease`, `claim_jobs`) on a real PostgreSQL server: the jobs
+of an instance whose lease ran out are taken over once, by one claimer each; a live instance's
+jobs and finished jobs never are. SQLite has one process per file and claims nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from bot.store import SqliteStore
+from bot.store.postgres import PostgresStore
+from tests.test_store import FakeClock
+from tests.test_store_jobs import _job, _used
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(datetime(2025, 3, 1, 12, 0, tzinfo=UTC))
+
+
+@pytest.fixture
+async def stores(pg_url: str, clock: FakeClock) -> AsyncIterator[list[PostgresStore]]:
+    opened = await asyncio.gather(*(PostgresStore.open(pg_url, clock=clock) for _ in range(3)))
+    try:
+        yield list(opened)
+    finally:
+        for store in opened:
+            await store.close()
+
+
+async def test_a_live_instances_jobs_stay_and_a_gone_ones_are_taken_over_once(
+    stores: list[PostgresStore],
+) -> None:
+    dead, alive, _ = stores
+    await dead.renew_lease(owner="dead", seconds=30)
+    await alive.renew_lease(owner="alive", seconds=30)
+    jobs = [await _job(dead, owner="dead", user_id=u) for u in (1, 2)]
+    finished = await _job(dead, owner="dead", user_id=3)
+    assert await dead.finish_job(finished.id, state="delivered", delivered=1)
+    assert await alive.claim_jobs(owner="alive") == []  # its lease runs: hands off
+
+    await dead.renew_lease(owner="dead", seconds=0)  # as if 30 s went by without a renewal
+    await asyncio.sleep(0.01)
+    claimed = await alive.claim_jobs(owner="alive")
+    assert [job.id for job in claimed] == [job.id for job in jobs]
+    assert {job.owner for job in claimed} == {"alive"}
+    # What they booked comes along: finishing one settles its reservation as before.
+    assert claimed[0].reservation == jobs[0].reservation
+    assert await alive.finish_job(claimed[0].id, state="delivered", delivered=1)
+    assert await _used(alive, user_id=1) == 1
+    assert [job.id for job in await alive.unfinished_jobs(owner="alive")] == [jobs[1].id]
+    assert await alive.claim_jobs(owner="alive") == []  # nothing twice
+
+
+async def test_replicas_claiming_at_once_split_the_jobs(stores: list[PostgresStore]) -> None:
+    dead, first, second = stores
+    jobs = [await _job(dead, owner="dead", user_id=100 + i, limit=50) for i in range(30)]
+    # "dead" never renewed a lease at all: its jobs are anyone's.
+    await first.renew_lease(owner="first", seconds=30)
+    await second.renew_lease(owner="second", seconds=30)
+    rounds = await asyncio.gather(
+        *(
+            store.claim_jobs(owner=name)
+            for _ in range(3)
+            for store, name in ((first, "first"), (second, "second"))
+        )
+    )
+    ids = [job.id for claimed in rounds for job in claimed]
+    assert sorted(ids) == [job.id for job in jobs]  # each once, none left behind
+
+
+async def test_sqlite_claims_nothing(tmp_path: Path, clock: FakeClock) -> None:
+    store = await SqliteStore.open(tmp_path, clock=clock)
+    try:
+        await _job(store, owner="someone else")
+        await store.renew_lease(owner="me", seconds=0)
+        assert await store.claim_jobs(owner="me") == []
+    finally:
+        await store.close()
