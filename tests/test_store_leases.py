@@ -1,6 +1,7 @@
-"""Job leases across replicas (`renew_lease`, `claim_jobs`) on a real PostgreSQL server: the jobs
+"""Jobs across replicas on a real PostgreSQL server: leases (`renew_lease`, `claim_jobs`: the jobs
 of an instance whose lease ran out are taken over once, by one claimer each; a live instance's
-jobs and finished jobs never are. SQLite has one process per file and claims nothing."""
+jobs and finished jobs never are; SQLite has one process per file and claims nothing) and the
+per-user in-flight cap for the whole deployment (`reserve(max_in_flight=...)`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.store import SqliteStore
+from bot.limiter import UserBusy
+from bot.store import Reservation, SqliteStore
 from bot.store.postgres import PostgresStore
 from tests.test_store import FakeClock
 from tests.test_store_jobs import _job, _used
@@ -81,3 +83,33 @@ async def test_sqlite_claims_nothing(tmp_path: Path, clock: FakeClock) -> None:
         assert await store.claim_jobs(owner="me") == []
     finally:
         await store.close()
+
+
+async def test_the_in_flight_cap_holds_across_replicas(stores: list[PostgresStore]) -> None:
+    async def ask(store: PostgresStore) -> Reservation | None:
+        try:
+            return await store.reserve(
+                user_id=7,
+                chat_id=None,
+                n=1,
+                user_limit=100,
+                chat_limit=0,
+                exempt=False,
+                max_in_flight=2,
+            )
+        except UserBusy as exc:
+            assert exc.limit == 2
+            return None
+
+    # 12 requests of one user at once, four to each replica: two get through.
+    booked = [r for r in await asyncio.gather(*(ask(s) for s in stores * 4)) if r is not None]
+    assert len(booked) == 2
+    assert await ask(stores[0]) is None
+    await stores[1].settle(booked[0], delivered=1)  # one finished: room for one more
+    assert await ask(stores[2]) is not None
+    assert await ask(stores[0]) is None
+    # An admin has no cap, like no quota.
+    admin = await stores[0].reserve(
+        user_id=7, chat_id=None, n=1, user_limit=0, chat_limit=0, exempt=True, max_in_flight=2
+    )
+    assert admin.n == 1

@@ -264,7 +264,13 @@ class Store(Protocol):
         chat_limit: int,
         exempt: bool,
         credits: bool = False,
-    ) -> Reservation: ...
+        max_in_flight: int = 0,
+    ) -> Reservation:
+        """Book `n` images against today's limits (raise `QuotaExceeded`), and with
+        `max_in_flight` > 0 refuse a user (not `exempt`) who already holds that many unsettled
+        reservations, i.e. requests in flight, in every process sharing the store
+        (`bot.limiter.UserBusy`); change nothing when refusing."""
+        ...
 
     async def settle(self, reservation: Reservation, *, delivered: int) -> None: ...
 

@@ -40,6 +40,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
 from bot import pricing, quota
+from bot.limiter import UserBusy
 from bot.originals import DEFAULT_MAX_BYTES
 from bot.redaction import Redactor
 from bot.store.base import (
@@ -345,8 +346,11 @@ class PostgresStore:
         chat_limit: int,
         exempt: bool,
         credits: bool = False,
+        max_in_flight: int = 0,
     ) -> Reservation:
-        """Book `n` images against today's limits, or raise QuotaExceeded changing nothing."""
+        """Book `n` images against today's limits, or raise QuotaExceeded changing nothing;
+        with `max_in_flight`, refuse (`UserBusy`) a user holding that many live reservations
+        across the replicas (counted under the same user lock, so a burst cannot pass it)."""
         if n < 1:
             raise ValueError("a reservation needs at least one image")
         now = self._clock()
@@ -357,6 +361,15 @@ class PostgresStore:
                 await _lock(conn, f"quota:user:{user_id}")
                 if group and chat_limit > 0:
                     await _lock(conn, f"quota:chat:{chat_id}")
+                if max_in_flight > 0:
+                    (in_flight,) = await _row(
+                        conn,
+                        "SELECT COUNT(*) FROM reservations"
+                        " WHERE user_id = %s AND NOT settled AND created_at >= %s",
+                        (user_id, now - RESERVATION_TTL),
+                    )
+                    if int(in_flight) >= max_in_flight:
+                        raise UserBusy(max_in_flight)
             user_used, chat_used, credits_left = await _row(
                 conn,
                 _COUNTS,

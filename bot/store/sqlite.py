@@ -310,8 +310,11 @@ class SqliteStore:
         chat_limit: int,
         exempt: bool,
         credits: bool = False,
+        max_in_flight: int = 0,
     ) -> Reservation:
         """Book `n` images against today's limits, or raise QuotaExceeded changing nothing.
+
+        `max_in_flight` is left to the process's own limiter: one process per database file.
 
         With `credits` (Telegram Stars are on) what the user's free allowance (`user_limit`; none
         when it is 0) does not cover is paid from their credits, or CreditsNeeded is raised.
