@@ -172,6 +172,7 @@ class JobRunner:
         self._events = events
         # The lease first: from now on no other replica takes this instance's jobs over.
         await self._store.renew_lease(owner=self._owner, seconds=self._lease_term)
+        self._limiter.share(await self._store.live_instances())
         resumed = await self._resume(await self._store.unfinished_jobs(owner=self._owner), events)
         if resumed:
             logger.info("resumed %d job(s) after a restart", resumed)
@@ -222,6 +223,8 @@ class JobRunner:
             await asyncio.sleep(self._settings.job_lease_seconds / 4)
             try:
                 await self._store.renew_lease(owner=self._owner, seconds=self._lease_term)
+                # MAX_CONCURRENT_GENERATIONS is the deployment's: each replica runs its part.
+                self._limiter.share(await self._store.live_instances())
                 claimed = await self._store.claim_jobs(owner=self._owner)
             except StoreError as exc:
                 logger.warning("could not renew the jobs' lease: %s", exc)

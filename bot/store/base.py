@@ -412,3 +412,7 @@ class Store(Protocol):
         """Take over the unfinished jobs of instances whose lease ran out: they become
         `owner`'s; return them, oldest first (never a job another claim took too)."""
         ...
+
+    async def live_instances(self) -> int:
+        """Return how many instances share the store now (unexpired leases; at least 1)."""
+        ...

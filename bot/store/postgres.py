@@ -887,6 +887,14 @@ class PostgresStore:
             )
         return [_job(row) for row in rows]
 
+    async def live_instances(self) -> int:
+        """Return how many instances hold an unexpired lease (at least 1)."""
+        async with self.connection() as conn:
+            (count,) = await _row(
+                conn, "SELECT COUNT(*) FROM instances WHERE lease_until > clock_timestamp()"
+            )
+        return max(1, int(count))
+
 
 class PostgresOriginals:
     """The kept originals in the database: the newest `keep` results within `max_bytes`."""

@@ -894,6 +894,10 @@ class SqliteStore:
         """Return nothing: there is no other instance whose jobs to take over."""
         return []
 
+    async def live_instances(self) -> int:
+        """Return 1: this process is the only one on its database file."""
+        return 1
+
 
 def _move_job(
     conn: sqlite3.Connection, job_id: int, *, to: str, from_states: Sequence[str], now: float
