@@ -5,30 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
-
-import pytest
 
 from bot.flood import BOT_PER_SECOND
 from bot.store.postgres import PostgresStore
+from tests.conftest import fixed_clock
 
 RATE = float(BOT_PER_SECOND)
 BURST = BOT_PER_SECOND
-
-
-def clock() -> datetime:
-    return datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def stores(pg_url: str) -> AsyncIterator[list[PostgresStore]]:
-    opened = await asyncio.gather(*(PostgresStore.open(pg_url, clock=clock) for _ in range(3)))
-    try:
-        yield list(opened)
-    finally:
-        for store in opened:
-            await store.close()
 
 
 def lowest_tokens(times: list[float], *, rate: float, burst: int) -> float:
@@ -44,7 +27,7 @@ def lowest_tokens(times: list[float], *, rate: float, burst: int) -> float:
 
 
 async def test_three_replicas_booking_at_once_share_one_bucket(
-    stores: list[PostgresStore],
+    pg_replicas: list[PostgresStore],
 ) -> None:
     async def book(store: PostgresStore) -> float:
         wait = await store.pace("bot", per_second=RATE, burst=BURST, weight=1)
@@ -52,7 +35,7 @@ async def test_three_replicas_booking_at_once_share_one_bucket(
         return time.monotonic() + wait  # when this message may go
 
     # 30 messages per replica: together 90, over three times the burst.
-    sends = await asyncio.gather(*(book(store) for store in stores for _ in range(30)))
+    sends = await asyncio.gather(*(book(store) for store in pg_replicas for _ in range(30)))
     # Telegram's bucket (30 a second, 30 at once) refuses none of them...
     lowest = lowest_tokens(sends, rate=30.0, burst=30)
     assert lowest >= 1, lowest
@@ -67,9 +50,9 @@ async def test_three_replicas_booking_at_once_share_one_bucket(
 
 
 async def test_buckets_are_apart_and_an_album_counts_its_items(
-    stores: list[PostgresStore],
+    pg_replicas: list[PostgresStore],
 ) -> None:
-    first, second, _ = stores
+    first, second, _ = pg_replicas
     group = {"per_second": 19 / 60, "burst": 19}
     assert await first.pace("group:-1", weight=10, **group) == 0.0
     assert await second.pace("group:-1", weight=9, **group) == 0.0
@@ -79,6 +62,6 @@ async def test_buckets_are_apart_and_an_album_counts_its_items(
 
 
 async def test_a_closed_store_answers_none_and_the_process_paces_alone(pg_url: str) -> None:
-    store = await PostgresStore.open(pg_url, clock=clock)
+    store = await PostgresStore.open(pg_url, clock=fixed_clock)
     await store.close()
     assert await store.pace("bot", per_second=RATE, burst=BURST, weight=1) is None

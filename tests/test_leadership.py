@@ -5,8 +5,7 @@ connection. The whole thing through `python -m bot` is in test_replicas.py."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import psycopg
@@ -16,42 +15,28 @@ from bot.leadership import AlwaysLeader, lead, lead_once
 from bot.store import SqliteStore
 from bot.store.postgres import PostgresStore
 from bot.store.postgres_leader import POLLING_LOCK
-
-
-def clock() -> datetime:
-    return datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def stores(pg_url: str) -> AsyncIterator[list[PostgresStore]]:
-    """Three stores on one database, as three bot processes would have."""
-    opened = await asyncio.gather(*(PostgresStore.open(pg_url, clock=clock) for _ in range(3)))
-    try:
-        yield list(opened)
-    finally:
-        for store in opened:
-            await store.close()
+from tests.conftest import fixed_clock
 
 
 async def test_exactly_one_store_leads_and_another_takes_over_when_it_leaves(
-    stores: list[PostgresStore],
+    pg_replicas: list[PostgresStore],
 ) -> None:
-    won = await asyncio.gather(*(store.leadership().acquire() for store in stores))
+    won = await asyncio.gather(*(store.leadership().acquire() for store in pg_replicas))
     assert sorted(won) == [False, False, True]
-    leader = stores[won.index(True)]
+    leader = pg_replicas[won.index(True)]
     # Asking again changes nothing: the leader still leads, the others still stand by.
-    assert [await store.leadership().acquire() for store in stores] == won
-    assert [store.leadership().leading for store in stores] == won
+    assert [await store.leadership().acquire() for store in pg_replicas] == won
+    assert [store.leadership().leading for store in pg_replicas] == won
 
     await leader.close()  # a clean stop gives the lock up at once
-    rest = [store for store in stores if store is not leader]
+    rest = [store for store in pg_replicas if store is not leader]
     assert sorted([await store.leadership().acquire() for store in rest]) == [False, True]
 
 
 async def test_a_leader_whose_connection_is_cut_stands_down_and_another_leads(
-    stores: list[PostgresStore], pg_url: str
+    pg_replicas: list[PostgresStore], pg_url: str
 ) -> None:
-    first, second, _ = stores
+    first, second, _ = pg_replicas
     assert await first.leadership().acquire()
     assert not await second.leadership().acquire()
     # What the server does when the leader's host vanishes: its session ends.
@@ -68,9 +53,9 @@ async def test_a_leader_whose_connection_is_cut_stands_down_and_another_leads(
 
 
 async def test_lead_starts_and_stops_polling_as_the_leadership_moves(
-    stores: list[PostgresStore],
+    pg_replicas: list[PostgresStore],
 ) -> None:
-    first, second, _ = stores
+    first, second, _ = pg_replicas
     events: list[str] = []
 
     def step(name: str) -> Callable[[], Awaitable[None]]:
@@ -111,7 +96,7 @@ async def test_lead_starts_and_stops_polling_as_the_leadership_moves(
 
 
 async def test_sqlite_always_leads(tmp_path: Path) -> None:
-    store = await SqliteStore.open(tmp_path, clock=clock)
+    store = await SqliteStore.open(tmp_path, clock=fixed_clock)
     try:
         leadership = store.leadership()
         assert isinstance(leadership, AlwaysLeader)

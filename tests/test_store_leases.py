@@ -6,7 +6,6 @@ per-user in-flight cap for the whole deployment (`reserve(max_in_flight=...)`)."
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,20 +23,10 @@ def clock() -> FakeClock:
     return FakeClock(datetime(2025, 3, 1, 12, 0, tzinfo=UTC))
 
 
-@pytest.fixture
-async def stores(pg_url: str, clock: FakeClock) -> AsyncIterator[list[PostgresStore]]:
-    opened = await asyncio.gather(*(PostgresStore.open(pg_url, clock=clock) for _ in range(3)))
-    try:
-        yield list(opened)
-    finally:
-        for store in opened:
-            await store.close()
-
-
 async def test_a_live_instances_jobs_stay_and_a_gone_ones_are_taken_over_once(
-    stores: list[PostgresStore],
+    pg_replicas: list[PostgresStore],
 ) -> None:
-    dead, alive, _ = stores
+    dead, alive, _ = pg_replicas
     await dead.renew_lease(owner="dead", seconds=30)
     await alive.renew_lease(owner="alive", seconds=30)
     jobs = [await _job(dead, owner="dead", user_id=u) for u in (1, 2)]
@@ -58,8 +47,8 @@ async def test_a_live_instances_jobs_stay_and_a_gone_ones_are_taken_over_once(
     assert await alive.claim_jobs(owner="alive") == []  # nothing twice
 
 
-async def test_replicas_claiming_at_once_split_the_jobs(stores: list[PostgresStore]) -> None:
-    dead, first, second = stores
+async def test_replicas_claiming_at_once_split_the_jobs(pg_replicas: list[PostgresStore]) -> None:
+    dead, first, second = pg_replicas
     jobs = [await _job(dead, owner="dead", user_id=100 + i, limit=50) for i in range(30)]
     # "dead" never renewed a lease at all: its jobs are anyone's.
     await first.renew_lease(owner="first", seconds=30)
@@ -85,7 +74,7 @@ async def test_sqlite_claims_nothing(tmp_path: Path, clock: FakeClock) -> None:
         await store.close()
 
 
-async def test_the_in_flight_cap_holds_across_replicas(stores: list[PostgresStore]) -> None:
+async def test_the_in_flight_cap_holds_across_replicas(pg_replicas: list[PostgresStore]) -> None:
     async def ask(store: PostgresStore) -> Reservation | None:
         try:
             return await store.reserve(
@@ -102,14 +91,14 @@ async def test_the_in_flight_cap_holds_across_replicas(stores: list[PostgresStor
             return None
 
     # 12 requests of one user at once, four to each replica: two get through.
-    booked = [r for r in await asyncio.gather(*(ask(s) for s in stores * 4)) if r is not None]
+    booked = [r for r in await asyncio.gather(*(ask(s) for s in pg_replicas * 4)) if r is not None]
     assert len(booked) == 2
-    assert await ask(stores[0]) is None
-    await stores[1].settle(booked[0], delivered=1)  # one finished: room for one more
-    assert await ask(stores[2]) is not None
-    assert await ask(stores[0]) is None
+    assert await ask(pg_replicas[0]) is None
+    await pg_replicas[1].settle(booked[0], delivered=1)  # one finished: room for one more
+    assert await ask(pg_replicas[2]) is not None
+    assert await ask(pg_replicas[0]) is None
     # An admin has no cap, like no quota.
-    admin = await stores[0].reserve(
+    admin = await pg_replicas[0].reserve(
         user_id=7, chat_id=None, n=1, user_limit=0, chat_limit=0, exempt=True, max_in_flight=2
     )
     assert admin.n == 1
