@@ -369,7 +369,7 @@ async def _receiving(
             )
             webhook_set = True
         else:
-            metrics.receiving = lambda: leadership.leading
+            metrics.receiving = services.jobs.receiving = lambda: leadership.leading
             stop_leading = await _lead_polling(app, services)
         try:
             yield

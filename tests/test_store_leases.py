@@ -102,3 +102,16 @@ async def test_the_in_flight_cap_holds_across_replicas(pg_replicas: list[Postgre
         user_id=7, chat_id=None, n=1, user_limit=0, chat_limit=0, exempt=True, max_in_flight=2
     )
     assert admin.n == 1
+
+
+async def test_live_instances_count_those_that_take_updates(
+    pg_replicas: list[PostgresStore],
+) -> None:
+    first, second, third = pg_replicas
+    assert await first.live_instances() == 1  # nobody yet: at least this one
+    await first.renew_lease(owner="a", seconds=30)
+    await second.renew_lease(owner="b", seconds=30)
+    await third.renew_lease(owner="c", seconds=30, receiving=False)  # a polling standby
+    assert await first.live_instances() == 2
+    await second.renew_lease(owner="b", seconds=0)  # stopped
+    assert await third.live_instances() == 1

@@ -161,6 +161,9 @@ class JobRunner:
         self._stopping = False
         self._maintenance: asyncio.Task[None] | None = None
         self._leasing: asyncio.Task[None] | None = None
+        # Whether this instance takes updates (the wiring points it at the polling leadership):
+        # MAX_CONCURRENT_GENERATIONS is divided among the instances that admit jobs.
+        self.receiving: Callable[[], bool] = lambda: True
 
     @property
     def running(self) -> int:
@@ -171,8 +174,7 @@ class JobRunner:
         """Start running jobs through `events`: resume the unfinished ones; return how many."""
         self._events = events
         # The lease first: from now on no other replica takes this instance's jobs over.
-        await self._store.renew_lease(owner=self._owner, seconds=self._lease_term)
-        self._limiter.share(await self._store.live_instances())
+        await self._renew()
         resumed = await self._resume(await self._store.unfinished_jobs(owner=self._owner), events)
         if resumed:
             logger.info("resumed %d job(s) after a restart", resumed)
@@ -215,6 +217,14 @@ class JobRunner:
         the next claim, within `JOB_LEASE_SECONDS`."""
         return self._settings.job_lease_seconds * 0.75
 
+    async def _renew(self) -> None:
+        """Renew the lease and take this instance's part of MAX_CONCURRENT_GENERATIONS (the
+        deployment's ceiling, divided among the instances that admit jobs)."""
+        await self._store.renew_lease(
+            owner=self._owner, seconds=self._lease_term, receiving=self.receiving()
+        )
+        self._limiter.share(await self._store.live_instances())
+
     async def _keep_lease(self, events: Events) -> None:
         """Renew this instance's lease, and take over the jobs of instances whose lease ran
         out (a replica that died: its jobs would otherwise wait for its restart, which may
@@ -222,9 +232,7 @@ class JobRunner:
         while True:
             await asyncio.sleep(self._settings.job_lease_seconds / 4)
             try:
-                await self._store.renew_lease(owner=self._owner, seconds=self._lease_term)
-                # MAX_CONCURRENT_GENERATIONS is the deployment's: each replica runs its part.
-                self._limiter.share(await self._store.live_instances())
+                await self._renew()
                 claimed = await self._store.claim_jobs(owner=self._owner)
             except StoreError as exc:
                 logger.warning("could not renew the jobs' lease: %s", exc)

@@ -403,9 +403,9 @@ class Store(Protocol):
         """
         ...
 
-    async def renew_lease(self, *, owner: str, seconds: float) -> None:
+    async def renew_lease(self, *, owner: str, seconds: float, receiving: bool = True) -> None:
         """Say that instance `owner` is alive and works its jobs for `seconds` more (0: it
-        stops; its unfinished jobs may be taken over at once)."""
+        stops; its unfinished jobs may be taken over at once), and whether it takes updates."""
         ...
 
     async def claim_jobs(self, *, owner: str) -> list[JobRecord]:
@@ -414,5 +414,5 @@ class Store(Protocol):
         ...
 
     async def live_instances(self) -> int:
-        """Return how many instances share the store now (unexpired leases; at least 1)."""
+        """Return how many live instances (unexpired leases) take updates now (at least 1)."""
         ...

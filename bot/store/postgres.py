@@ -852,14 +852,16 @@ class PostgresStore:
             await conn.execute("DELETE FROM seen_updates WHERE seen_at < %s", (before,))
             return cursor.rowcount
 
-    async def renew_lease(self, *, owner: str, seconds: float) -> None:
+    async def renew_lease(self, *, owner: str, seconds: float, receiving: bool = True) -> None:
         """Extend `owner`'s lease to `seconds` from now on the server's clock."""
         async with self.connection() as conn:
             await conn.execute(
-                "INSERT INTO instances (owner, lease_until)"
-                " VALUES (%(owner)s, clock_timestamp() + make_interval(secs => %(secs)s))"
-                " ON CONFLICT (owner) DO UPDATE SET lease_until = excluded.lease_until",
-                {"owner": owner, "secs": max(0.0, seconds)},
+                "INSERT INTO instances (owner, lease_until, receiving)"
+                " VALUES (%(owner)s, clock_timestamp() + make_interval(secs => %(secs)s),"
+                " %(receiving)s)"
+                " ON CONFLICT (owner) DO UPDATE"
+                " SET lease_until = excluded.lease_until, receiving = excluded.receiving",
+                {"owner": owner, "secs": max(0.0, seconds), "receiving": receiving},
             )
 
     async def claim_jobs(self, *, owner: str) -> list[JobRecord]:
@@ -891,7 +893,9 @@ class PostgresStore:
         """Return how many instances hold an unexpired lease (at least 1)."""
         async with self.connection() as conn:
             (count,) = await _row(
-                conn, "SELECT COUNT(*) FROM instances WHERE lease_until > clock_timestamp()"
+                conn,
+                "SELECT COUNT(*) FROM instances"
+                " WHERE lease_until > clock_timestamp() AND receiving",
             )
         return max(1, int(count))
 

@@ -102,8 +102,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         # The lease each instance renews on its jobs (`PostgresStore.renew_lease`); the jobs of
         # one whose lease ran out are taken over (`claim_jobs`). Server clock, like the buckets.
+        # `receiving`: whether it takes updates (admits jobs): a polling standby does not.
         """CREATE TABLE instances (
-            owner TEXT PRIMARY KEY, lease_until TIMESTAMPTZ NOT NULL)""",
+            owner TEXT PRIMARY KEY, lease_until TIMESTAMPTZ NOT NULL,
+            receiving BOOLEAN NOT NULL DEFAULT TRUE)""",
     ),
 )
 

@@ -887,7 +887,7 @@ class SqliteStore:
 
         return await self._run(run)
 
-    async def renew_lease(self, *, owner: str, seconds: float) -> None:
+    async def renew_lease(self, *, owner: str, seconds: float, receiving: bool = True) -> None:
         """Do nothing: one process per database file, no other to take its jobs over."""
 
     async def claim_jobs(self, *, owner: str) -> list[JobRecord]:
