@@ -10,11 +10,13 @@ jobs stay in the store, running ones get `SHUTDOWN_GRACE_SECONDS` (`bot.jobs.Job
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import functools
+import hashlib
+import hmac
 import itertools
 import logging
-import secrets
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
@@ -45,6 +47,7 @@ from bot.i18n import Texts
 from bot.images import ImagesClient
 from bot.jobs import JobRunner
 from bot.jobs.worker import instance_id
+from bot.leadership import lead, lead_once
 from bot.limiter import GenerationLimiter
 from bot.metrics import Load, Metrics
 from bot.store import StoreError, open_store
@@ -232,7 +235,7 @@ def build_application(
         .get_updates_request(polling or PollingRequest())
         .base_url(settings.bot_api_base_url)
         .base_file_url(settings.bot_file_base_url)
-        .rate_limiter(FloodControl(metrics=services.metrics))
+        .rate_limiter(FloodControl(FloodGate(shared=services.store.pace), metrics=services.metrics))
         # Queued generations hold an update slot while they wait; keep room for everyone else.
         .concurrent_updates(CONCURRENT_UPDATES)
         .defaults(Defaults(allow_sending_without_reply=True))
@@ -320,10 +323,14 @@ async def _receiving(
     if updater is None:
         raise RuntimeError("the application has no updater")
     webhook_set = False
+    leadership = services.store.leadership()
+    stop_leading: Callable[[], Awaitable[None]] = _nothing
 
     def receiving() -> str | None:
         if settings.webhook_url is not None:
             return None if webhook_set else "not receiving updates"
+        if not leadership.leading:
+            return None  # a standby: another replica polls, this one serves the rest
         if not updater.running:
             return "not receiving updates"
         return "polling failing" if polling.failing else None
@@ -362,17 +369,62 @@ async def _receiving(
             )
             webhook_set = True
         else:
-            await updater.start_polling(
-                timeout=POLL_TIMEOUT,
-                allowed_updates=Update.ALL_TYPES,
-                error_callback=functools.partial(_polling_failed, metrics),
-            )
+            metrics.receiving = services.jobs.receiving = lambda: leadership.leading
+            stop_leading = await _lead_polling(app, services)
         try:
             yield
         finally:
             webhook_set = False
+            await stop_leading()
             if updater.running:
                 await updater.stop()
+            await leadership.release()  # a standby takes over while this one finishes
+
+
+async def _nothing() -> None:
+    """Do nothing (a step with nothing to do)."""
+
+
+async def _lead_polling(
+    app: Application[Any, Any, Any, Any, Any, Any], services: Services
+) -> Callable[[], Awaitable[None]]:
+    """Poll when this replica leads (`bot.leadership`): at once if it does now, later when it
+    takes over; stop polling when it no longer leads. Return what ends that loop."""
+    updater = app.updater
+    if updater is None:
+        raise RuntimeError("the application has no updater")
+    leadership = services.store.leadership()
+
+    async def start() -> None:
+        await updater.start_polling(
+            timeout=POLL_TIMEOUT,
+            allowed_updates=Update.ALL_TYPES,
+            error_callback=functools.partial(_polling_failed, services.metrics),
+        )
+
+    async def take_over() -> None:
+        try:
+            await start()
+        except TelegramError as exc:
+            logger.error("could not start polling: %s; another replica may take over", exc)
+            await leadership.release()
+
+    async def stop() -> None:
+        if updater.running:
+            await updater.stop()
+
+    # At start-up a failure to poll stops the process, as with one replica.
+    leading = await lead_once(leadership, elected=start, deposed=stop)
+    if not leading:
+        logger.info("another replica polls for updates: this one stands by")
+    task = asyncio.create_task(lead(leadership, elected=take_over, deposed=stop, leading=leading))
+
+    async def cancel() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return cancel
 
 
 async def _health(
@@ -413,17 +465,28 @@ class _HideSecret(logging.Filter):
         return True
 
 
+def derived_webhook_secret(token: str) -> str:
+    """Return the webhook secret of a bot token: HMAC-SHA256, base64url (43 allowed chars)."""
+    digest = hmac.new(token.encode(), b"imagebot webhook secret", hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
 @contextlib.contextmanager
 def _webhook_secret(settings: Settings) -> Iterator[str]:
-    """Yield the webhook secret: the configured one, else a random one kept out of the logs."""
+    """Yield the webhook secret: the configured one, else one derived from the bot token (kept
+    out of the logs)."""
     secret = settings.webhook_secret_token.get()
     if secret or settings.webhook_url is None:
         yield secret
         return
-    # Without a secret anyone who learns the URL could post updates as any user. The formatter
-    # set up in __main__ only knows the configured secrets, so this one is hidden here.
-    secret = secrets.token_urlsafe(32)
-    logger.info("no WEBHOOK_SECRET_TOKEN set: registered a random one for this run")
+    # Without a secret anyone who learns the URL could post updates as any user. Derived from
+    # the token, every replica of the bot registers and checks the same one without being told
+    # (a random one per process would leave all but the last to start refusing Telegram's
+    # posts); it reveals nothing of the token, and whoever has the token could set a webhook
+    # anyway. The formatter set up in __main__ only knows the configured secrets, so this one
+    # is hidden here.
+    secret = derived_webhook_secret(settings.telegram_bot_token.get())
+    logger.info("no WEBHOOK_SECRET_TOKEN set: registered one derived from the bot token")
     hide = _HideSecret(secret)
     loggers = [logging.getLogger(name) for name in TELEGRAM_LOGGERS]
     for item in loggers:

@@ -65,6 +65,7 @@ ENV_VARS: tuple[str, ...] = (
     "STORE_URL",
     "JOB_MAX_AGE_SECONDS",
     "SHUTDOWN_GRACE_SECONDS",
+    "JOB_LEASE_SECONDS",
 )
 """Every environment variable `load_settings` reads, in the order of the contract table."""
 
@@ -198,6 +199,7 @@ class Settings:
     store_url: Secret = field(default_factory=Secret)
     job_max_age_seconds: float = 1800.0  # older unfinished jobs are refunded, not resumed
     shutdown_grace_seconds: float = 15.0  # what running jobs get on SIGTERM before cancellation
+    job_lease_seconds: float = 30.0  # a replica silent this long has its jobs taken over
 
     def __post_init__(self) -> None:
         # Normalize values given directly (tests, other callers) the way load_settings does.
@@ -776,6 +778,9 @@ def load_settings(env: Mapping[str, str], *, require_telegram: bool = True) -> S
     shutdown_grace = r.parsed(
         "SHUTDOWN_GRACE_SECONDS", 15.0, _parse_seconds(allow_zero=True), "a number of seconds ≥ 0"
     )
+    job_lease = r.parsed(
+        "JOB_LEASE_SECONDS", 30.0, _parse_seconds(allow_zero=False), "a number of seconds > 0"
+    )
     if r.problems:
         raise ConfigError(r.problems)
     return Settings(
@@ -822,4 +827,5 @@ def load_settings(env: Mapping[str, str], *, require_telegram: bool = True) -> S
         store_url=store_url,
         job_max_age_seconds=job_max_age,
         shutdown_grace_seconds=shutdown_grace,
+        job_lease_seconds=job_lease,
     )

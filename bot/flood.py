@@ -9,6 +9,12 @@ chat goes on. The adaptor that plugs it into python-telegram-bot is `bot.app.Flo
     gate = FloodGate()
     await gate.before_send(chat_id, weight=1)    # waits as long as needed, for this chat only
     gate.penalize(chat_id, retry_after)          # after Telegram's 429 for that chat
+
+Several replicas serving one bot share Telegram's limits, so with `shared` (a `SharedPace`:
+`PostgresStore.pace`) the bot-wide and per-group budgets are booked in the shared store too, as
+token buckets every replica draws from (GCRA: one round trip books a slot and says how long to
+wait for it), before the process's own windows; when the store cannot be asked, the process's
+windows alone pace it. See DEVELOPERS.md, "Several replicas".
 """
 
 from __future__ import annotations
@@ -17,10 +23,22 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
+from typing import Protocol
 
 BOT_PER_SECOND = 25  # Telegram: about 30
 GROUP_PER_MINUTE = 19  # Telegram: 20
 _FORGET_AFTER = 120.0  # seconds after which an idle group window is dropped
+
+
+class SharedPace(Protocol):
+    """Token buckets shared by every replica of the bot."""
+
+    async def __call__(
+        self, key: str, *, per_second: float, burst: int, weight: int
+    ) -> float | None:
+        """Book `weight` messages on bucket `key` (refilled at `per_second`, holding at most
+        `burst`); return the seconds to wait before sending them, None when it cannot ask."""
+        ...
 
 
 class Window:
@@ -73,9 +91,12 @@ class FloodGate:
         group_period: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        shared: SharedPace | None = None,
     ) -> None:
         self._clock = clock
         self._sleep = sleep
+        self._shared = shared
+        self._bot_per_second = bot_per_second
         self._group_capacity = group_per_minute
         self._group_period = group_period
         self._bot = Window(bot_per_second, 1.0, clock=clock, sleep=sleep)
@@ -107,9 +128,27 @@ class FloodGate:
         """Wait until a message of `weight` items may go to `chat` (None: no chat)."""
         if chat is not None:
             await self.wait_chat(chat)
-            if group:
-                await self._group(chat).acquire(weight)
+        if self._shared is not None:
+            await self._shared_turn(chat if group else None, weight)
+        if chat is not None and group:
+            await self._group(chat).acquire(weight)
         await self._bot.acquire(weight)
+
+    async def _shared_turn(self, group: Hashable | None, weight: int) -> None:
+        """Wait for this message's slots in the buckets all replicas share: the group's first
+        (its wait may be long, and a bot-wide slot booked before it would go unused), then the
+        bot's."""
+        assert self._shared is not None
+        buckets = [("bot", float(self._bot_per_second), self._bot_per_second)]
+        if group is not None:
+            rate = self._group_capacity / self._group_period
+            buckets.insert(0, (f"group:{group}", rate, self._group_capacity))
+        for key, per_second, burst in buckets:
+            wait = await self._shared(
+                key, per_second=per_second, burst=burst, weight=max(1, min(weight, burst))
+            )
+            if wait is not None and wait > 0:
+                await self._sleep(wait)
 
     def _group(self, chat: Hashable) -> Window:
         window = self._groups.get(chat)

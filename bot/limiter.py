@@ -52,6 +52,7 @@ class GenerationLimiter:
             raise ValueError("limits must be at least 1")
         self.max_concurrent = max_concurrent
         self.max_per_user = max_per_user
+        self._configured = max_concurrent  # MAX_CONCURRENT_GENERATIONS, for the deployment
         self._limit = max_concurrent
         self._monotonic = monotonic
         self._hold_until = float("-inf")
@@ -82,6 +83,14 @@ class GenerationLimiter:
         hold = retry_after if retry_after is not None and retry_after > 0 else DEFAULT_HOLD_SECONDS
         self._hold_until = now + hold
         self._limit = max(1, self._limit // 2)
+
+    def share(self, replicas: int) -> None:
+        """Take this process's part of the deployment's ceiling: `MAX_CONCURRENT_GENERATIONS`
+        divided among `replicas` live processes (at least 1 each), the limit kept under it."""
+        # Generations already running keep their slot; a raised ceiling is reached one
+        # success at a time, as after a 429 (`succeeded`).
+        self.max_concurrent = max(1, self._configured // max(1, replicas))
+        self._limit = min(self._limit, self.max_concurrent)
 
     def succeeded(self) -> None:
         """An images call succeeded: give one slot back (up to the ceiling)."""

@@ -14,6 +14,9 @@ few recording methods, and `bot/web.py` serves `exposition()` on GET /metrics.
   want of Stars credits (`credits`) or by the daily budget (`budget`);
 - `imagebot_queue_depth`, `imagebot_jobs_in_flight`, `imagebot_generation_limit` (gauges read at
   scrape time): requests waiting for a slot, generations holding one, the adaptive limit;
+- `imagebot_receiving_updates` (gauge read at scrape time, `Metrics.receiving`): 1 when this
+  replica takes updates from Telegram (the polling leader, every replica in webhook mode), 0 on
+  a polling standby;
 
 plus the standard `process_*` and `python_info` series. Every label value comes from a fixed set
 or from the operator's model list: never a user's text, an id, a token or a key. Gauges come from
@@ -82,6 +85,20 @@ class _LoadCollector:
         )
 
 
+class _ReceivingCollector:
+    """Read at scrape time whether this replica takes updates (see `Metrics.receiving`)."""
+
+    def __init__(self, provider: Callable[[], Callable[[], bool]]) -> None:
+        self._provider = provider
+
+    def collect(self) -> Iterable[Metric]:
+        yield GaugeMetricFamily(
+            f"{PREFIX}_receiving_updates",
+            "1 when this replica takes updates from Telegram, 0 on a polling standby.",
+            value=1 if self._provider()() else 0,
+        )
+
+
 class Metrics:
     """The bot's metrics and the few calls that record them."""
 
@@ -122,6 +139,8 @@ class Metrics:
         for reason in REFUSAL_REASONS:
             self._refusals.labels(reason=reason)
         registry.register(_LoadCollector(lambda: self.load))
+        self.receiving: Callable[[], bool] = lambda: True
+        registry.register(_ReceivingCollector(lambda: self.receiving))
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
 

@@ -218,3 +218,23 @@ def pg_server() -> Iterator[PostgresServer]:
 def pg_url(pg_server: PostgresServer) -> str:
     """Return the URL of a fresh, empty database on the test server."""
     return pg_server.create_database()
+
+
+def fixed_clock() -> datetime:
+    """Return one fixed moment (stores whose tests do not move time)."""
+    return datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def pg_replicas(pg_url: str) -> AsyncIterator[list[Any]]:
+    """Return three `PostgresStore`s on one fresh database, as three bot processes have."""
+    from bot.store.postgres import PostgresStore
+
+    stores = await asyncio.gather(
+        *(PostgresStore.open(pg_url, clock=fixed_clock) for _ in range(3))
+    )
+    try:
+        yield list(stores)
+    finally:
+        for store in stores:
+            await store.close()

@@ -136,6 +136,7 @@ def test_every_field_is_set_from_the_environment() -> None:
         "STORE_URL": "postgresql://bot:pg-Secret-9@db.internal:5433/botdb",
         "JOB_MAX_AGE_SECONDS": "600",
         "SHUTDOWN_GRACE_SECONDS": "0",
+        "JOB_LEASE_SECONDS": "12.5",
     }
     assert set(env) == set(ENV_VARS)
     s = load_settings(env)
@@ -182,6 +183,7 @@ def test_every_field_is_set_from_the_environment() -> None:
     assert s.stars_per_image == 5
     assert s.job_max_age_seconds == 600.0
     assert s.shutdown_grace_seconds == 0.0
+    assert s.job_lease_seconds == 12.5
     assert s.stars_enabled
     assert s.star_packs == (10, 50, 200)
     assert s.stream_previews == "on"
@@ -733,3 +735,9 @@ def test_bad_store_url_is_one_problem_without_the_password(url: str) -> None:
     assert "postgresql://user:password@host:5432/database" in problems[1]
     if "@" in url:
         assert "hunter2-Secret" not in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "soon"])
+def test_job_lease_must_be_positive_seconds(value: str) -> None:
+    assert "a number of seconds > 0" in single_problem("JOB_LEASE_SECONDS", value)
+    assert load().job_lease_seconds == 30.0

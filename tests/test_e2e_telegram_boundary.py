@@ -87,7 +87,9 @@ async def test_a_busy_group_is_paced_under_telegrams_limit(make_bot, monkeypatch
     from bot.flood import FloodGate
 
     monkeypatch.setattr(
-        app_module, "FloodGate", lambda: FloodGate(group_per_minute=4, group_period=1.0)
+        app_module,
+        "FloodGate",
+        lambda **kwargs: FloodGate(group_per_minute=4, group_period=1.0, **kwargs),
     )
     async with make_bot(MAX_INFLIGHT_PER_USER="10", MAX_CONCURRENT_GENERATIONS="10") as bot:
         bot.tg.limits.group_per_minute = 300.0  # the emulator's bucket: 5 a second...

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import string
+
 import aiohttp
 
+from bot.app import derived_webhook_secret
 from tests.conftest import TOKEN, USER, free_port, run_with_port_taken
 
 
@@ -62,6 +65,9 @@ async def test_webhook_without_a_configured_secret_makes_one_up(make_bot) -> Non
         secret = str(bot.tg.webhook.get("secret_token") or "")
         assert len(secret) >= 32
         assert secret not in repr(bot.settings)
+        # Derived from the token, so every replica of the bot registers and checks the same.
+        assert secret == derived_webhook_secret(TOKEN)
+        assert set(secret) <= set(string.ascii_letters + string.digits + "_-")  # Telegram's rule
         local = f"http://127.0.0.1:{port}/hook"
         with bot.tg._cond:
             bot.tg._state.webhook["url"] = local

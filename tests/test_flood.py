@@ -91,3 +91,37 @@ async def test_idle_group_windows_are_forgotten() -> None:
     t.now += 1000
     await gate.before_send(-5000, group=True)
     assert len(gate._groups) == 1
+
+
+class FakeShared:
+    """A `SharedPace` that records what was booked and answers scripted waits."""
+
+    def __init__(self, waits: dict[str, float | None]) -> None:
+        self.waits = waits
+        self.booked: list[tuple[str, float, int, int]] = []
+
+    async def __call__(
+        self, key: str, *, per_second: float, burst: int, weight: int
+    ) -> float | None:
+        self.booked.append((key, per_second, burst, weight))
+        return self.waits.get(key.split(":", maxsplit=1)[0], 0.0)
+
+
+async def test_shared_buckets_are_booked_group_first_and_their_waits_kept() -> None:
+    t = FakeTime()
+    shared = FakeShared({"group": 3.0, "bot": 0.5})
+    gate = FloodGate(clock=t.clock, sleep=t.sleep, shared=shared)
+    await gate.before_send(-100, group=True, weight=4)
+    assert shared.booked == [("group:-100", 19 / 60, 19, 4), ("bot", 25.0, 25, 4)]
+    assert t.now == 3.5
+    await gate.before_send(7, group=False)  # a private chat books the bot's bucket only
+    assert shared.booked[-1] == ("bot", 25.0, 25, 1)
+    assert len(shared.booked) == 3
+
+
+async def test_without_an_answer_from_the_shared_store_the_local_windows_pace() -> None:
+    t = FakeTime()
+    gate = FloodGate(clock=t.clock, sleep=t.sleep, shared=FakeShared({"bot": None}))
+    for _ in range(26):
+        await gate.before_send(1, group=False)
+    assert t.now == 1.0  # the process's own window of 25 a second

@@ -284,7 +284,8 @@ async def test_stop_leaves_running_and_queued_jobs_for_the_next_start(world: Wor
     again = world.runner()
     assert await again.start(second) == 2
     await _until(lambda: _all_done(world))
-    assert [j.id for j in second.sent] == [job.id, late.id]
+    # Resumed in their order, they then draw side by side (4 slots): either may finish first.
+    assert sorted(j.id for j in second.sent) == [job.id, late.id]
     assert all(j.resumed for j in second.sent)
     assert await _used(world) == 2
     await again.stop(1)

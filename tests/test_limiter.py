@@ -266,3 +266,16 @@ async def test_release_slot_before_a_slot_is_granted_does_nothing() -> None:
     holder.release()
     assert limiter.running == 0
     assert limiter.queued == 0
+
+
+async def test_replicas_share_the_deployments_ceiling() -> None:
+    limiter = GenerationLimiter(max_concurrent=10, max_per_user=5)
+    limiter.share(3)  # three live replicas: three slots each (never more than 10 in all)
+    assert (limiter.max_concurrent, limiter.limit) == (3, 3)
+    limiter.share(20)  # more replicas than slots: one each still
+    assert (limiter.max_concurrent, limiter.limit) == (1, 1)
+    limiter.share(1)  # alone again: the whole ceiling, reached one success at a time
+    assert (limiter.max_concurrent, limiter.limit) == (10, 1)
+    for _ in range(20):
+        limiter.succeeded()
+    assert limiter.limit == 10

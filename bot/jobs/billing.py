@@ -64,6 +64,8 @@ async def book(
         chat_limit=settings.daily_chat_image_limit,
         exempt=user_id in settings.admin_user_ids,
         credits=settings.stars_enabled,
+        # The cap for the whole deployment (the process's limiter holds its own part).
+        max_in_flight=settings.max_inflight_per_user,
     )
     price = pricing.price_for(model, settings.model_prices)
     budget: BudgetHold | None = None

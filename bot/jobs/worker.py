@@ -160,6 +160,10 @@ class JobRunner:
         self._live: dict[int, _Live] = {}
         self._stopping = False
         self._maintenance: asyncio.Task[None] | None = None
+        self._leasing: asyncio.Task[None] | None = None
+        # Whether this instance takes updates (the wiring points it at the polling leadership):
+        # MAX_CONCURRENT_GENERATIONS is divided among the instances that admit jobs.
+        self.receiving: Callable[[], bool] = lambda: True
 
     @property
     def running(self) -> int:
@@ -169,10 +173,21 @@ class JobRunner:
     async def start(self, events: Events) -> int:
         """Start running jobs through `events`: resume the unfinished ones; return how many."""
         self._events = events
+        # The lease first: from now on no other replica takes this instance's jobs over.
+        await self._renew()
+        resumed = await self._resume(await self._store.unfinished_jobs(owner=self._owner), events)
+        if resumed:
+            logger.info("resumed %d job(s) after a restart", resumed)
+        self._maintenance = asyncio.create_task(self._prune_often(), name="jobs-prune")
+        self._leasing = asyncio.create_task(self._keep_lease(events), name="jobs-lease")
+        return resumed
+
+    async def _resume(self, records: list[JobRecord], events: Events) -> int:
+        """Run stored unfinished jobs again (refunding those too old); return how many run."""
         resumed = 0
         max_age = timedelta(seconds=self._settings.job_max_age_seconds)
         now = self._clock()
-        for record in await self._store.unfinished_jobs(owner=self._owner):
+        for record in records:
             try:
                 job = job_from_record(record, aliases=self._settings.model_aliases, resumed=True)
             except BadJob as exc:
@@ -193,10 +208,42 @@ class JobRunner:
             )
             self._launch(job, ticket, hold)
             resumed += 1
-        if resumed:
-            logger.info("resumed %d job(s) after a restart", resumed)
-        self._maintenance = asyncio.create_task(self._prune_often(), name="jobs-prune")
         return resumed
+
+    @property
+    def _lease_term(self) -> float:
+        """Return how long one renewal keeps the lease: 3/4 of `JOB_LEASE_SECONDS`, renewed
+        every 1/4 (two renewals may fail in a row), so that a replica's death is noticed, at
+        the next claim, within `JOB_LEASE_SECONDS`."""
+        return self._settings.job_lease_seconds * 0.75
+
+    async def _renew(self) -> None:
+        """Renew the lease and take this instance's part of MAX_CONCURRENT_GENERATIONS (the
+        deployment's ceiling, divided among the instances that admit jobs)."""
+        await self._store.renew_lease(
+            owner=self._owner, seconds=self._lease_term, receiving=self.receiving()
+        )
+        self._limiter.share(await self._store.live_instances())
+
+    async def _keep_lease(self, events: Events) -> None:
+        """Renew this instance's lease, and take over the jobs of instances whose lease ran
+        out (a replica that died: its jobs would otherwise wait for its restart, which may
+        never come)."""
+        while True:
+            await asyncio.sleep(self._settings.job_lease_seconds / 4)
+            try:
+                await self._renew()
+                claimed = await self._store.claim_jobs(owner=self._owner)
+            except StoreError as exc:
+                logger.warning("could not renew the jobs' lease: %s", exc)
+                continue
+            if claimed:
+                logger.info(
+                    "took over %d job(s) of a replica whose lease ran out: %s",
+                    len(claimed),
+                    ", ".join(str(record.id) for record in claimed),
+                )
+                await self._resume(claimed, events)
 
     async def submit(self, origin: Origin, request: ImageRequest) -> Job:
         """Admit and store a request as a job, and start it (kept queued while stopping).
@@ -272,6 +319,8 @@ class JobRunner:
         self._stopping = True
         if self._maintenance is not None:
             self._maintenance.cancel()
+        if self._leasing is not None:
+            self._leasing.cancel()
         tasks = {live.task for live in self._live.values() if live.task is not None}
         for live in list(self._live.values()):
             if live.stage == "queued" and live.task is not None:
@@ -287,6 +336,15 @@ class JobRunner:
         if self._maintenance is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._maintenance
+        if self._leasing is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._leasing
+            # What is left is another replica's to take over at once (a deploy), else this
+            # instance's at its next start.
+            try:
+                await self._store.renew_lease(owner=self._owner, seconds=0)
+            except StoreError as exc:
+                logger.warning("could not give the jobs' lease up: %s", exc)
 
     # --- running one job ------------------------------------------------------------------------
 

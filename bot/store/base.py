@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Protocol
 
 from bot import pricing
+from bot.leadership import Leadership
 
 Clock = Callable[[], datetime]
 
@@ -244,6 +245,15 @@ class Store(Protocol):
         """Answer a trivial query, or raise StoreError (the health check)."""
         ...
 
+    async def pace(self, key: str, *, per_second: float, burst: int, weight: int) -> float | None:
+        """Book messages on a flood bucket every replica shares (`bot.flood.SharedPace`);
+        return the seconds to wait, None when there is nothing shared to ask."""
+        ...
+
+    def leadership(self) -> Leadership:
+        """Return the election of the one replica that polls (`bot.leadership`)."""
+        ...
+
     async def reserve(
         self,
         *,
@@ -254,7 +264,13 @@ class Store(Protocol):
         chat_limit: int,
         exempt: bool,
         credits: bool = False,
-    ) -> Reservation: ...
+        max_in_flight: int = 0,
+    ) -> Reservation:
+        """Book `n` images against today's limits (raise `QuotaExceeded`), and with
+        `max_in_flight` > 0 refuse a user (not `exempt`) who already holds that many unsettled
+        reservations, i.e. requests in flight, in every process sharing the store
+        (`bot.limiter.UserBusy`); change nothing when refusing."""
+        ...
 
     async def settle(self, reservation: Reservation, *, delivered: int) -> None: ...
 
@@ -385,4 +401,18 @@ class Store(Protocol):
 
         Unfinished jobs are never pruned. Returns how many jobs were removed.
         """
+        ...
+
+    async def renew_lease(self, *, owner: str, seconds: float, receiving: bool = True) -> None:
+        """Say that instance `owner` is alive and works its jobs for `seconds` more (0: it
+        stops; its unfinished jobs may be taken over at once), and whether it takes updates."""
+        ...
+
+    async def claim_jobs(self, *, owner: str) -> list[JobRecord]:
+        """Take over the unfinished jobs of instances whose lease ran out: they become
+        `owner`'s; return them, oldest first (never a job another claim took too)."""
+        ...
+
+    async def live_instances(self) -> int:
+        """Return how many live instances (unexpired leases) take updates now (at least 1)."""
         ...

@@ -40,6 +40,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
 from bot import pricing, quota
+from bot.limiter import UserBusy
 from bot.originals import DEFAULT_MAX_BYTES
 from bot.redaction import Redactor
 from bot.store.base import (
@@ -65,6 +66,7 @@ from bot.store.base import (
     check_scope,
     is_group,
 )
+from bot.store.postgres_leader import PostgresLeadership
 from bot.store.postgres_schema import NewerSchema, migrate
 
 logger = logging.getLogger(__name__)
@@ -114,7 +116,9 @@ async def _row(conn: Connection, query: Any, params: Sequence[Any] | dict[str, A
     return row
 
 
-async def _rows(conn: Connection, query: Any, params: Sequence[Any] = ()) -> list[Any]:
+async def _rows(
+    conn: Connection, query: Any, params: Sequence[Any] | dict[str, Any] = ()
+) -> list[Any]:
     cursor = await conn.execute(query, params)
     return await cursor.fetchall()
 
@@ -140,6 +144,16 @@ SELECT
 """
 
 
+# Book a flood bucket's slots and return how long until they may go (see `PostgresStore.pace`).
+_PACE = """
+INSERT INTO flood_buckets AS b (key, tat)
+VALUES (%(key)s, EXTRACT(EPOCH FROM clock_timestamp()) + %(cost)s)
+ON CONFLICT (key) DO UPDATE
+  SET tat = GREATEST(b.tat, EXTRACT(EPOCH FROM clock_timestamp())) + %(cost)s
+RETURNING b.tat - %(window)s - EXTRACT(EPOCH FROM clock_timestamp())
+"""
+
+
 class PostgresStore:
     """`Store` backed by a PostgreSQL database through a pool of async psycopg connections."""
 
@@ -150,10 +164,13 @@ class PostgresStore:
         clock: Clock,
         scrub: _Scrubber,
         originals_max_bytes: int,
+        leadership: PostgresLeadership,
     ) -> None:
         self._pool: AsyncConnectionPool[Connection] | None = pool
         self._clock = clock
         self._scrub = scrub
+        self._leadership = leadership
+        self._pace_failing = False
         self._originals = PostgresOriginals(
             self, keep=ORIGINALS_KEEP, max_bytes=originals_max_bytes
         )
@@ -234,10 +251,54 @@ class PostgresStore:
             raise StoreError(
                 f"Cannot open connections to the PostgreSQL database {scrub.url} ({scrub(exc)})."
             ) from exc
-        return cls(pool=pool, clock=clock, scrub=scrub, originals_max_bytes=originals_max_bytes)
+        return cls(
+            pool=pool,
+            clock=clock,
+            scrub=scrub,
+            originals_max_bytes=originals_max_bytes,
+            leadership=PostgresLeadership(url, scrub=scrub),
+        )
+
+    async def pace(self, key: str, *, per_second: float, burst: int, weight: int) -> float | None:
+        """Book `weight` messages on the flood bucket `key` all replicas share; return the
+        seconds to wait for them (None when the database cannot be asked: pace locally).
+
+        GCRA in one statement: the bucket's theoretical arrival time moves on by `weight`
+        intervals from now or from where it was, whichever is later, and the messages may go
+        when it is at most `burst` intervals ahead of now. The row lock orders replicas that
+        book at once; the server's clock is the one clock they share.
+        """
+        interval = 1.0 / per_second
+        try:
+            async with self.connection() as conn:
+                (wait,) = await _row(
+                    conn,
+                    _PACE,
+                    {
+                        "key": key,
+                        "cost": weight * interval,
+                        "window": burst * interval,
+                    },
+                )
+        except StoreError as exc:
+            if not self._pace_failing:
+                logger.warning(
+                    "shared flood pacing unavailable, pacing this replica alone: %s", exc
+                )
+            self._pace_failing = True
+            return None
+        if self._pace_failing:
+            logger.info("shared flood pacing is back")
+            self._pace_failing = False
+        return max(0.0, float(wait))
+
+    def leadership(self) -> PostgresLeadership:
+        """Return the election of the replica that polls (a session advisory lock)."""
+        return self._leadership
 
     async def close(self) -> None:
-        """Close the pool; further calls raise StoreError."""
+        """Close the pool and give up the leadership; further calls raise StoreError."""
+        await self._leadership.release()
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
@@ -285,8 +346,11 @@ class PostgresStore:
         chat_limit: int,
         exempt: bool,
         credits: bool = False,
+        max_in_flight: int = 0,
     ) -> Reservation:
-        """Book `n` images against today's limits, or raise QuotaExceeded changing nothing."""
+        """Book `n` images against today's limits, or raise QuotaExceeded changing nothing;
+        with `max_in_flight`, refuse (`UserBusy`) a user holding that many live reservations
+        across the replicas (counted under the same user lock, so a burst cannot pass it)."""
         if n < 1:
             raise ValueError("a reservation needs at least one image")
         now = self._clock()
@@ -297,6 +361,15 @@ class PostgresStore:
                 await _lock(conn, f"quota:user:{user_id}")
                 if group and chat_limit > 0:
                     await _lock(conn, f"quota:chat:{chat_id}")
+                if max_in_flight > 0:
+                    (in_flight,) = await _row(
+                        conn,
+                        "SELECT COUNT(*) FROM reservations"
+                        " WHERE user_id = %s AND NOT settled AND created_at >= %s",
+                        (user_id, now - RESERVATION_TTL),
+                    )
+                    if int(in_flight) >= max_in_flight:
+                        raise UserBusy(max_in_flight)
             user_used, chat_used, credits_left = await _row(
                 conn,
                 _COUNTS,
@@ -778,6 +851,53 @@ class PostgresStore:
             )
             await conn.execute("DELETE FROM seen_updates WHERE seen_at < %s", (before,))
             return cursor.rowcount
+
+    async def renew_lease(self, *, owner: str, seconds: float, receiving: bool = True) -> None:
+        """Extend `owner`'s lease to `seconds` from now on the server's clock."""
+        async with self.connection() as conn:
+            await conn.execute(
+                "INSERT INTO instances (owner, lease_until, receiving)"
+                " VALUES (%(owner)s, clock_timestamp() + make_interval(secs => %(secs)s),"
+                " %(receiving)s)"
+                " ON CONFLICT (owner) DO UPDATE"
+                " SET lease_until = excluded.lease_until, receiving = excluded.receiving",
+                {"owner": owner, "secs": max(0.0, seconds), "receiving": receiving},
+            )
+
+    async def claim_jobs(self, *, owner: str) -> list[JobRecord]:
+        """Take over the unfinished jobs of instances whose lease ran out (or that never had
+        one), oldest first. SKIP LOCKED: replicas claiming at once split them, never share."""
+        now = self._clock()
+        async with self.transaction() as conn:
+            claimed = await _rows(
+                conn,
+                "WITH orphans AS (SELECT jobs.id FROM jobs"
+                " LEFT JOIN instances i ON i.owner = jobs.owner"
+                " WHERE jobs.state = ANY(%(unfinished)s) AND jobs.owner <> %(owner)s"
+                " AND (i.lease_until IS NULL OR i.lease_until < clock_timestamp())"
+                " ORDER BY jobs.id FOR UPDATE OF jobs SKIP LOCKED)"
+                " UPDATE jobs SET owner = %(owner)s, updated_at = %(now)s"
+                " FROM orphans WHERE jobs.id = orphans.id RETURNING jobs.id",
+                {"unfinished": list(UNFINISHED_STATES), "owner": owner, "now": now},
+            )
+            if not claimed:
+                return []
+            rows = await _rows(
+                conn,
+                f"{JOB_SELECT} WHERE jobs.id = ANY(%s) ORDER BY jobs.id",
+                ([int(row[0]) for row in claimed],),
+            )
+        return [_job(row) for row in rows]
+
+    async def live_instances(self) -> int:
+        """Return how many instances hold an unexpired lease (at least 1)."""
+        async with self.connection() as conn:
+            (count,) = await _row(
+                conn,
+                "SELECT COUNT(*) FROM instances"
+                " WHERE lease_until > clock_timestamp() AND receiving",
+            )
+        return max(1, int(count))
 
 
 class PostgresOriginals:

@@ -92,6 +92,21 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             update_id BIGINT PRIMARY KEY, seen_at TIMESTAMPTZ NOT NULL)""",
         "CREATE INDEX seen_updates_at ON seen_updates (seen_at)",
     ),
+    (
+        # Telegram's flood limits shared by the replicas (`PostgresStore.pace`): one GCRA bucket
+        # per key ("bot", "group:<id>"), `tat` its theoretical arrival time in epoch seconds of
+        # the server's clock.
+        """CREATE TABLE flood_buckets (
+            key TEXT PRIMARY KEY, tat DOUBLE PRECISION NOT NULL)""",
+    ),
+    (
+        # The lease each instance renews on its jobs (`PostgresStore.renew_lease`); the jobs of
+        # one whose lease ran out are taken over (`claim_jobs`). Server clock, like the buckets.
+        # `receiving`: whether it takes updates (admits jobs): a polling standby does not.
+        """CREATE TABLE instances (
+            owner TEXT PRIMARY KEY, lease_until TIMESTAMPTZ NOT NULL,
+            receiving BOOLEAN NOT NULL DEFAULT TRUE)""",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

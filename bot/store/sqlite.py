@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from bot import pricing, quota
+from bot.leadership import AlwaysLeader
 from bot.originals import DEFAULT_MAX_BYTES, Originals
 from bot.store.base import (
     FINISHED_STATES,
@@ -242,6 +243,14 @@ class SqliteStore:
         """Return the kept originals, on disk in ``originals/`` beside the database."""
         return self._originals
 
+    async def pace(self, key: str, *, per_second: float, burst: int, weight: int) -> float | None:
+        """Return None: one process per database, its own flood windows pace it."""
+        return None
+
+    def leadership(self) -> AlwaysLeader:
+        """Return the polling leadership: one process per database file always leads."""
+        return AlwaysLeader()
+
     @classmethod
     async def open(
         cls, data_dir: Path, *, clock: Clock, originals_max_bytes: int = DEFAULT_MAX_BYTES
@@ -301,8 +310,11 @@ class SqliteStore:
         chat_limit: int,
         exempt: bool,
         credits: bool = False,
+        max_in_flight: int = 0,
     ) -> Reservation:
         """Book `n` images against today's limits, or raise QuotaExceeded changing nothing.
+
+        `max_in_flight` is left to the process's own limiter: one process per database file.
 
         With `credits` (Telegram Stars are on) what the user's free allowance (`user_limit`; none
         when it is 0) does not cover is paid from their credits, or CreditsNeeded is raised.
@@ -874,6 +886,17 @@ class SqliteStore:
             return cursor.rowcount
 
         return await self._run(run)
+
+    async def renew_lease(self, *, owner: str, seconds: float, receiving: bool = True) -> None:
+        """Do nothing: one process per database file, no other to take its jobs over."""
+
+    async def claim_jobs(self, *, owner: str) -> list[JobRecord]:
+        """Return nothing: there is no other instance whose jobs to take over."""
+        return []
+
+    async def live_instances(self) -> int:
+        """Return 1: this process is the only one on its database file."""
+        return 1
 
 
 def _move_job(

@@ -61,6 +61,10 @@ MAX_PHOTO_BYTES = 10 * 1024 * 1024
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024
 MAX_LONG_POLL = 5.0
+CONFLICT_OTHER_POLL = (
+    "Conflict: terminated by other getUpdates request; "
+    "make sure that only one bot instance is running"
+)
 POLL_STEP = 0.005
 MAX_PHOTO_SIDE = 2560
 CALLBACK_QUERY_TTL = 15.0
@@ -195,6 +199,9 @@ class Call:
 
 
 _CURRENT_CALL: contextvars.ContextVar[Call] = contextvars.ContextVar("telegram_emulator_call")
+_CURRENT_REQUEST: contextvars.ContextVar[web.Request] = contextvars.ContextVar(
+    "telegram_emulator_request"
+)
 
 
 @dataclass
@@ -352,6 +359,7 @@ class _State:
     webhook: JSON = field(default_factory=dict)
     webhook_deliveries: list[WebhookDelivery] = field(default_factory=list)
     members: dict[tuple[int, int], str] = field(default_factory=dict)
+    polls: int = 0  # getUpdates calls so far: a newer one ends a waiting one (409)
 
 
 class ApiError(Exception):
@@ -566,6 +574,9 @@ class TelegramEmulator:
         self.callback_query_ttl = CALLBACK_QUERY_TTL
         self.webhook_timeout = WEBHOOK_TIMEOUT
         self.webhook_retry_delays: tuple[float, ...] = WEBHOOK_RETRY_DELAYS
+        # Where the webhook's posts really go (the TLS proxy in front of the bot's public URL):
+        # None posts to the registered URL itself.
+        self.webhook_target: str | None = None
         self._cond = threading.Condition(threading.RLock())
         self._state = _State()
         self._closing = False
@@ -955,6 +966,7 @@ class TelegramEmulator:
         params, files = await _read_params(request)
         call = Call(method=method, params=params, files=files, at=time.monotonic())
         _CURRENT_CALL.set(call)
+        _CURRENT_REQUEST.set(request)
         with self._cond:
             self._state.calls.append(call)
             delay = self._state.latency.get(method.lower(), self._state.latency.get("*", 0.0))
@@ -1095,7 +1107,9 @@ class TelegramEmulator:
         try:
             async with (
                 ClientSession(timeout=ClientTimeout(total=self.webhook_timeout)) as session,
-                session.post(webhook["url"], json=update, headers=headers) as response,
+                session.post(
+                    self.webhook_target or webhook["url"], json=update, headers=headers
+                ) as response,
             ):
                 return response.status, None
         except Exception as exc:  # recorded for the test to inspect
@@ -1347,9 +1361,19 @@ class TelegramEmulator:
                 updates[:] = [u for u in updates if u["update_id"] >= offset]
             elif offset < 0:
                 updates[:] = updates[offset:]
+            self._state.polls += 1
+            poll = self._state.polls
         deadline = time.monotonic() + timeout
         while True:
             with self._cond:
+                if self._state.polls != poll:
+                    # Telegram ends a waiting getUpdates when another one comes (a second
+                    # process polling the same bot); a caller that already hung up (its own
+                    # next call came) is not told.
+                    transport = _CURRENT_REQUEST.get().transport
+                    if transport is None or transport.is_closing():
+                        return []
+                    raise ApiError(409, CONFLICT_OTHER_POLL)
                 ready = [json.loads(json.dumps(u)) for u in self._state.updates[:limit]]
             if ready or self._closing or time.monotonic() >= deadline:
                 return ready
