@@ -112,13 +112,13 @@ class RunningRequests:
         return self._by_id.get(request_id)
 
     def of(
-        self, *, user_id: int, chat_id: int, message_id: int | None = None
+        self, *, user_id: int | None = None, chat_id: int, message_id: int | None = None
     ) -> list[RunningRequest]:
-        """Return a user's cancellable requests in a chat (only the one a message stands for)."""
+        """Return the cancellable requests in a chat (of one user; standing for one message)."""
         return [
             r
             for r in self._by_id.values()
-            if r.user_id == user_id
+            if (user_id is None or r.user_id == user_id)
             and r.chat_id == chat_id
             and not r.closed
             and (message_id is None or message_id in r.message_ids)

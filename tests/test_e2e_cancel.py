@@ -213,3 +213,52 @@ async def test_group_status_waits_longer_when_many_draw_there() -> None:
         await stack.enter_async_context(requests.track(user_id=1, chat_id=USER, message_id=1))
         assert requests.in_chat(GROUP) == 10
         assert progress.edit_interval(in_group=True, in_chat=requests.in_chat(GROUP)) == 100.0
+
+
+# -- what users try -----------------------------------------------------------------------------
+
+
+async def test_cancel_pressed_twice_is_told_cancelling_both_times(make_bot) -> None:
+    async with make_bot(DAILY_IMAGE_LIMIT="1", STATUS_MESSAGE_DELAY_SECONDS="0.2") as bot:
+        bot.oai.delay = LONG
+        command = bot.send("/image a twice regretted picture")
+        status = await _status(bot, command)
+        await until(lambda: bot.oai.in_flight == 1)
+        # The "cancelled" reply takes a while: the second press comes while the first is still
+        # taking effect.
+        bot.tg.set_latency("sendMessage", 1.5)
+        first = bot.tg.press_button(
+            chat_id=USER, user_id=USER, message=status, data=_cancel_data(status)
+        )
+        assert (await _answer_of(bot, first))["text"] == "Cancelling…"
+        second = bot.tg.press_button(
+            chat_id=USER, user_id=USER, message=status, data=_cancel_data(status)
+        )
+        assert (await _answer_of(bot, second))["text"] == "Cancelling…"
+        await until(lambda: any("Cancelled" in t for t in _texts(bot, command)))
+        assert len([t for t in _texts(bot, command) if "Cancelled" in t]) == 1
+        await until(lambda: bot.services.limiter.in_flight(USER) == 0)
+        usage = await bot.services.store.usage(user_id=USER, user_limit=1)
+        assert usage.used_today == 0  # refunded once, not twice
+        assert usage.remaining == 1
+
+
+async def test_cancel_replying_to_someone_elses_request_cancels_nothing(make_bot) -> None:
+    async with make_bot(STATUS_MESSAGE_DELAY_SECONDS="30") as bot:
+        bot.oai.delay = 2.0
+        mine = bot.send("/image my own slow picture", chat_id=GROUP)
+        theirs = bot.send("/image their slow picture", chat_id=GROUP, user_id=OTHER_USER)
+        await until(lambda: bot.oai.in_flight == 2)
+        wrong = bot.send("/cancel", chat_id=GROUP, reply_to=theirs)
+        assert await bot.reply_text(wrong) == "Only the person who asked can cancel this request."
+        (photo,) = await bot.replies(mine, kinds=("photo",))
+        assert photo.text == "my own slow picture"
+        (other,) = await bot.replies(theirs, kinds=("photo",))
+        assert other.text == "their slow picture"
+        assert not any("Cancelled" in t for t in _texts(bot, mine) + _texts(bot, theirs))
+
+
+async def test_cancel_with_nothing_running_in_a_group(make_bot) -> None:
+    async with make_bot() as bot:
+        nothing = bot.send("/cancel", chat_id=GROUP)
+        assert await bot.reply_text(nothing) == "You have no request in progress to cancel here."
