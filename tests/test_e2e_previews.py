@@ -14,7 +14,9 @@ import pytest
 
 from bot.handlers import progress
 from tests.conftest import GROUP, USER, Harness, until
+from tests.emulators.openai_images import Fault
 from tests.emulators.telegram_api import SentMessage
+from tests.test_e2e_edit import png
 
 
 @pytest.fixture(autouse=True)
@@ -160,3 +162,42 @@ async def test_no_previews_when_streaming_is_off(make_bot) -> None:
         assert photo.text == "a plain heron"
         assert "stream" not in bot.oai.api_requests[0].fields
         assert bot.tg.calls_of("editMessageMedia") == []
+
+
+async def test_an_error_event_after_a_preview_removes_it_and_tells_the_user(make_bot) -> None:
+    async with make_bot(
+        STREAM_PREVIEWS="auto", DAILY_IMAGE_LIMIT="1", STATUS_MESSAGE_DELAY_SECONDS="30"
+    ) as bot:
+        _streaming(bot, delays=(0.1,), final=0.6)
+        bot.oai.queue_faults([Fault.stream_error(partials=1, code="moderation_blocked")])
+        command = bot.send("/image a forbidden heron")
+        await until(lambda: bool(_previews(bot, command)))
+        (preview,) = _previews(bot, command)
+        reply = await bot.reply_text(command)
+        assert reply.startswith("The image service's safety system refused this prompt.")
+        await until(lambda: preview.deleted)  # no half-drawn picture left standing
+        (stream,) = bot.oai.streams
+        assert stream.outcome == "error"
+        assert len(bot.oai.api_requests) == 1  # a refusal is not asked again
+        await until(lambda: bot.services.limiter.in_flight(USER) == 0)
+        usage = await bot.services.store.usage(user_id=USER, user_limit=1)
+        assert usage.used_today == 0
+
+
+async def test_an_edit_streams_its_previews_into_the_chat(make_bot) -> None:
+    async with make_bot(STREAM_PREVIEWS="auto", STATUS_MESSAGE_DELAY_SECONDS="30") as bot:
+        _streaming(bot, delays=(0.1, 0.6), final=0.6)
+        photo = bot.send("", photo_bytes=png(96, 64))
+        command = bot.send("/edit make it night", reply_to=photo)
+        await until(lambda: bool(_previews(bot, command)))
+        (preview,) = _previews(bot, command)
+        assert preview.text is not None and preview.text.startswith("Preview 1 of 2 · ")
+        assert _buttons(preview) == ["❌ Cancel"]
+        await until(lambda: preview.text == "make it night")
+        assert len(preview.media_edits) == 2  # preview 2, then the edited picture
+        assert _buttons(preview) == ["🔁 Again", "📄 Original", "✏️ Edit"]
+        (request,) = bot.oai.api_requests
+        assert request.endpoint == "edits" and request.fields["stream"] in (True, "true")
+        assert bot.oai.invalid_requests == []
+        (stream,) = bot.oai.streams
+        assert stream.endpoint == "edits" and stream.outcome == "completed"
