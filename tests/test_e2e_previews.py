@@ -24,6 +24,8 @@ def _quick_preview_edits(monkeypatch: pytest.MonkeyPatch) -> None:
     # One preview edit every 3 s (15 s in groups) in production; the emulator's previews come
     # 0.6 s apart here so that the tests stay fast.
     monkeypatch.setattr(progress, "PREVIEW_EDIT_INTERVAL", 0.3)
+    # And no hold before the first preview (3 s in production; its own test below).
+    monkeypatch.setattr(progress, "PREVIEW_HOLD", 0.0)
 
 
 def _previews(bot: Harness, command: dict[str, Any]) -> list[SentMessage]:
@@ -201,3 +203,53 @@ async def test_an_edit_streams_its_previews_into_the_chat(make_bot) -> None:
         assert bot.oai.invalid_requests == []
         (stream,) = bot.oai.streams
         assert stream.endpoint == "edits" and stream.outcome == "completed"
+
+
+async def test_a_fast_picture_comes_without_a_preview_flashing_first(make_bot, monkeypatch) -> None:
+    monkeypatch.setattr(progress, "PREVIEW_HOLD", 2.0)
+    async with make_bot(STREAM_PREVIEWS="auto", STATUS_MESSAGE_DELAY_SECONDS="30") as bot:
+        _streaming(bot, delays=(0.05, 0.05), final=0.05)
+        command = bot.send("/image a quick sketch")
+        (photo,) = await bot.replies(command, kinds=("photo",))
+        assert photo.text == "a quick sketch"
+        assert photo.method == "sendPhoto" and photo.media_edits == []
+        (stream,) = bot.oai.streams
+        assert stream.outcome == "completed" and len(stream.partial_sent_at) == 2
+        await bot.settle(0.3)
+        assert len(bot.tg.calls_of("sendPhoto")) == 1  # the picture only, no preview before it
+        assert bot.tg.calls_of("editMessageMedia") == []
+        assert bot.tg.calls_of("deleteMessage") == []
+
+
+async def test_an_early_preview_is_held_and_the_newest_shown_once_allowed(
+    make_bot, monkeypatch
+) -> None:
+    monkeypatch.setattr(progress, "PREVIEW_HOLD", 1.0)
+    async with make_bot(STREAM_PREVIEWS="auto", STATUS_MESSAGE_DELAY_SECONDS="30") as bot:
+        _streaming(bot, delays=(0.05, 0.05), final=3.0)  # both previews within the hold
+        command = bot.send("/image a patient sketch")
+        await until(lambda: bool(_previews(bot, command)))
+        (preview,) = _previews(bot, command)
+        assert preview.text is not None and preview.text.startswith("Preview 2 of 2 · ")
+        (stream,) = bot.oai.streams
+        assert stream.final_sent_at is None  # shown while the picture was still being drawn
+        await until(lambda: preview.text == "a patient sketch")
+        assert len(preview.media_edits) == 1  # the final picture in the preview's place
+        assert len(bot.tg.calls_of("sendPhoto")) == 1
+
+
+async def test_in_a_group_a_preview_held_for_the_edit_interval_is_shown_later(
+    make_bot, monkeypatch
+) -> None:
+    monkeypatch.setattr(progress, "PREVIEW_EDIT_INTERVAL_GROUP", 1.0)
+    async with make_bot(STREAM_PREVIEWS="auto", STATUS_MESSAGE_DELAY_SECONDS="30") as bot:
+        _streaming(bot, delays=(0.1, 0.2), final=3.0)
+        command = bot.send("/image a slow group mural", chat_id=GROUP)
+        await until(lambda: bool(_previews(bot, command)))
+        (preview,) = _previews(bot, command)
+        await until(lambda: len(preview.media_edits) == 1, timeout=5)
+        assert preview.text is not None and preview.text.startswith("Preview 2 of 2 · ")
+        (stream,) = bot.oai.streams
+        assert stream.final_sent_at is None  # preview 2 came before the picture, not with it
+        await until(lambda: preview.text == "a slow group mural")
+        assert len(preview.media_edits) == 2
