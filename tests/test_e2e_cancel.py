@@ -262,3 +262,14 @@ async def test_cancel_with_nothing_running_in_a_group(make_bot) -> None:
     async with make_bot() as bot:
         nothing = bot.send("/cancel", chat_id=GROUP)
         assert await bot.reply_text(nothing) == "You have no request in progress to cancel here."
+
+
+async def test_a_strangers_cancel_in_a_group_leaves_the_request_alone(make_bot) -> None:
+    async with make_bot(STATUS_MESSAGE_DELAY_SECONDS="30") as bot:
+        bot.oai.delay = 1.5
+        command = bot.send("/image a group portrait", chat_id=GROUP)
+        await until(lambda: bot.oai.in_flight == 1)
+        stranger = bot.send("/cancel", chat_id=GROUP, user_id=OTHER_USER)
+        assert await bot.reply_text(stranger) == "You have no request in progress to cancel here."
+        (photo,) = await bot.replies(command, kinds=("photo",))
+        assert photo.text == "a group portrait"
