@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import secrets
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -89,6 +90,9 @@ class RunningRequests:
     def __init__(self) -> None:
         self._by_id: dict[str, RunningRequest] = {}
         self._ids = itertools.count(1)
+        # A Cancel button left behind by an earlier run of the bot (a crash left its status
+        # message) must not name a request of this one.
+        self._run = secrets.token_hex(3)
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -98,7 +102,8 @@ class RunningRequests:
         self, *, user_id: int, chat_id: int, message_id: int
     ) -> AsyncIterator[RunningRequest]:
         """Register a request for the duration of the block."""
-        request = RunningRequest(id=f"{next(self._ids):x}", user_id=user_id, chat_id=chat_id)
+        request_id = f"{self._run}{next(self._ids):x}"
+        request = RunningRequest(id=request_id, user_id=user_id, chat_id=chat_id)
         request.attach(message_id)
         self._by_id[request.id] = request
         try:
