@@ -203,6 +203,11 @@ def test_group_status_edits_stay_far_below_the_group_limit(in_chat: int) -> None
     assert 60 / interval <= 2
     assert in_chat * 60 / interval <= 6
     assert 60 / progress.edit_interval(in_group=False, in_chat=in_chat) <= 12  # private: 1 a s
+    # Previews: a request shows its status or its preview, so their edits share that budget.
+    preview = progress.edit_interval(in_group=True, in_chat=in_chat, preview=True)
+    assert 60 / preview <= 4
+    assert in_chat * 60 / preview <= 6
+    assert 60 / progress.edit_interval(in_group=False, in_chat=in_chat, preview=True) <= 20
 
 
 async def test_group_status_waits_longer_when_many_draw_there() -> None:

@@ -242,6 +242,7 @@ async def test_in_a_group_a_preview_held_for_the_edit_interval_is_shown_later(
     make_bot, monkeypatch
 ) -> None:
     monkeypatch.setattr(progress, "PREVIEW_EDIT_INTERVAL_GROUP", 1.0)
+    monkeypatch.setattr(progress, "GROUP_STATUS_EDITS_PER_MINUTE", 600)
     async with make_bot(STREAM_PREVIEWS="auto", STATUS_MESSAGE_DELAY_SECONDS="30") as bot:
         _streaming(bot, delays=(0.1, 0.2), final=3.0)
         command = bot.send("/image a slow group mural", chat_id=GROUP)

@@ -12,7 +12,8 @@ whole group and the bot's edits count), and it is deleted when the result arrive
 When the images service streams previews (`show_partial`, the images client's `on_partial`), the
 first one replaces the status message with a photo replying to the command ("Preview 1 of 2 ·
 14 s", with the same Cancel button) and later ones edit that photo's media, at most every
-`PREVIEW_EDIT_INTERVAL` seconds (`PREVIEW_EDIT_INTERVAL_GROUP` in groups); a preview Telegram
+`PREVIEW_EDIT_INTERVAL` seconds (`PREVIEW_EDIT_INTERVAL_GROUP` in groups, longer when more than
+two requests draw there, like the status edits); a preview Telegram
 refuses is skipped. A preview that comes too early (before `PREVIEW_HOLD`, so that a fast picture
 arrives without one flashing before it, or too soon after the last edit) is held and shown once
 allowed, unless a newer one or the result comes first. Delivery takes the preview over
@@ -59,16 +60,17 @@ PREVIEW_UPLOAD_TIMEOUT = 20.0
 PREVIEW_HOLD = 3.0
 
 
-def edit_interval(*, in_group: bool, in_chat: int = 1) -> float:
-    """Return the least time between two edits of one status message.
+def edit_interval(*, in_group: bool, in_chat: int = 1, preview: bool = False) -> float:
+    """Return the least time between two edits of one status message (or its preview).
 
-    `in_chat` is how many requests are in flight in that chat; in a group their status edits
-    together stay within `GROUP_STATUS_EDITS_PER_MINUTE`.
+    `in_chat` is how many requests are in flight in that chat; in a group their status and
+    preview edits together stay within `GROUP_STATUS_EDITS_PER_MINUTE` (a request shows one of
+    the two at a time).
     """
     if not in_group:
-        return MIN_EDIT_INTERVAL
+        return PREVIEW_EDIT_INTERVAL if preview else MIN_EDIT_INTERVAL
     shared = 60.0 * max(1, in_chat) / GROUP_STATUS_EDITS_PER_MINUTE
-    return max(MIN_EDIT_INTERVAL_GROUP, shared)
+    return max(PREVIEW_EDIT_INTERVAL_GROUP if preview else MIN_EDIT_INTERVAL_GROUP, shared)
 
 
 def status_text(
@@ -125,7 +127,6 @@ class Progress:
         self._monotonic = monotonic
         self._in_group = in_group
         self._in_chat = in_chat
-        self._preview_interval = PREVIEW_EDIT_INTERVAL_GROUP if in_group else PREVIEW_EDIT_INTERVAL
         # The status message and the preview change one at a time.
         self._lock = asyncio.Lock()
         self._preview: Message | None = None
@@ -201,7 +202,8 @@ class Progress:
 
     def _preview_allowed(self, now: float) -> bool:
         if self._preview is not None:
-            return now - self._preview_at >= self._preview_interval
+            interval = edit_interval(in_group=self._in_group, in_chat=self._in_chat(), preview=True)
+            return now - self._preview_at >= interval
         hold = min(self._status_delay, PREVIEW_HOLD)
         return self._status is not None or now - self._started >= hold
 
