@@ -41,6 +41,14 @@ async def _answer_of(bot: Harness, update: dict[str, Any]) -> dict[str, Any]:
     return dict(call.params)
 
 
+async def _press_cancel(bot: Harness, message: SentMessage) -> str:
+    """Press the ❌ Cancel button of one's own status message; return the answer's text."""
+    press = bot.tg.press_button(
+        chat_id=USER, user_id=USER, message=message, data=_cancel_data(message)
+    )
+    return str((await _answer_of(bot, press))["text"])
+
+
 def _texts(bot: Harness, command: dict[str, Any]) -> list[str]:
     wanted = command["message_id"]
     return [
@@ -58,10 +66,7 @@ async def test_cancel_button_stops_the_call_and_gives_the_picture_back(make_bot)
         command = bot.send("/image a slow glacier")
         status = await _status(bot, command)
         await until(lambda: bot.oai.in_flight == 1)
-        press = bot.tg.press_button(
-            chat_id=USER, user_id=USER, message=status, data=_cancel_data(status)
-        )
-        assert (await _answer_of(bot, press))["text"] == "Cancelling…"
+        assert await _press_cancel(bot, status) == "Cancelling…"
         await until(lambda: any("Cancelled" in t for t in _texts(bot, command)))
         # The connection was closed, so the host can stop drawing (it would answer in 30 s).
         await until(lambda: bot.oai.in_flight == 0, timeout=3)
@@ -232,14 +237,8 @@ async def test_cancel_pressed_twice_is_told_cancelling_both_times(make_bot) -> N
         # The "cancelled" reply takes a while: the second press comes while the first is still
         # taking effect.
         bot.tg.set_latency("sendMessage", 1.5)
-        first = bot.tg.press_button(
-            chat_id=USER, user_id=USER, message=status, data=_cancel_data(status)
-        )
-        assert (await _answer_of(bot, first))["text"] == "Cancelling…"
-        second = bot.tg.press_button(
-            chat_id=USER, user_id=USER, message=status, data=_cancel_data(status)
-        )
-        assert (await _answer_of(bot, second))["text"] == "Cancelling…"
+        assert await _press_cancel(bot, status) == "Cancelling…"
+        assert await _press_cancel(bot, status) == "Cancelling…"  # not "already finished"
         await until(lambda: any("Cancelled" in t for t in _texts(bot, command)))
         assert len([t for t in _texts(bot, command) if "Cancelled" in t]) == 1
         await until(lambda: bot.services.limiter.in_flight(USER) == 0)

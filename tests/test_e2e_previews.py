@@ -137,14 +137,18 @@ async def test_a_refused_final_edit_sends_the_picture_instead(make_bot) -> None:
         assert _buttons(final) == ["🔁 Again", "📄 Original", "✏️ Edit"]
 
 
-async def test_cancel_on_the_preview_closes_the_stream(make_bot) -> None:
+@pytest.mark.parametrize("mid_edit", [False, True], ids=["preview-shown", "while-editing"])
+async def test_cancel_on_the_preview_closes_the_stream(make_bot, mid_edit: bool) -> None:
     async with make_bot(
         STREAM_PREVIEWS="auto", DAILY_IMAGE_LIMIT="1", STATUS_MESSAGE_DELAY_SECONDS="30"
     ) as bot:
-        _streaming(bot, delays=(0.1, 30.0), final=0.0)
+        _streaming(bot, delays=(0.1, 0.6) if mid_edit else (0.1, 30.0), final=30.0)
         command = bot.send("/image a very slow sunrise")
         await until(lambda: bool(_previews(bot, command)))
         (preview,) = _previews(bot, command)
+        if mid_edit:  # the press comes while preview 2's edit is on its way
+            bot.tg.set_latency("editMessageMedia", 2.0)
+            await until(lambda: len(bot.oai.streams[0].partial_sent_at) == 2)
         data = preview["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
         bot.tg.press_button(chat_id=USER, user_id=USER, message=preview, data=data)
         stream = await asyncio.to_thread(bot.oai.wait_for_stream_end, 0, 5.0)
@@ -155,6 +159,8 @@ async def test_cancel_on_the_preview_closes_the_stream(make_bot) -> None:
         await until(lambda: bot.services.limiter.in_flight(USER) == 0)
         usage = await bot.services.store.usage(user_id=USER, user_limit=1)
         assert usage.used_today == 0
+        await bot.settle(2.5 if mid_edit else 0.3)  # a cut-short edit brings no photo back
+        assert not [m for m in bot.tg.sent_messages(USER) if m.kind == "photo" and not m.deleted]
 
 
 async def test_no_previews_when_streaming_is_off(make_bot) -> None:
@@ -254,28 +260,3 @@ async def test_in_a_group_a_preview_held_for_the_edit_interval_is_shown_later(
         assert stream.final_sent_at is None  # preview 2 came before the picture, not with it
         await until(lambda: preview.text == "a slow group mural")
         assert len(preview.media_edits) == 2
-
-
-async def test_cancel_while_a_preview_edit_is_on_its_way(make_bot) -> None:
-    async with make_bot(
-        STREAM_PREVIEWS="auto", DAILY_IMAGE_LIMIT="1", STATUS_MESSAGE_DELAY_SECONDS="30"
-    ) as bot:
-        _streaming(bot, delays=(0.1, 0.6), final=30.0)
-        command = bot.send("/image a heron caught mid-edit")
-        await until(lambda: bool(_previews(bot, command)))
-        (preview,) = _previews(bot, command)
-        bot.tg.set_latency("editMessageMedia", 2.0)  # preview 2's edit takes its time
-        await until(lambda: len(bot.oai.streams[0].partial_sent_at) == 2)
-        data = preview["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
-        bot.tg.press_button(chat_id=USER, user_id=USER, message=preview, data=data)
-        stream = await asyncio.to_thread(bot.oai.wait_for_stream_end, 0, 5.0)
-        assert stream.outcome == "client_closed"
-        (reply,) = await bot.replies(command, kinds=("text",))
-        assert reply.text == "❌ Cancelled — this request was not counted."
-        await until(lambda: preview.deleted)
-        await until(lambda: bot.services.limiter.in_flight(USER) == 0)
-        usage = await bot.services.store.usage(user_id=USER, user_limit=1)
-        assert usage.used_today == 0
-        await bot.settle(2.5)  # the cut-short edit, if it landed, found no message to bring back
-        assert preview.deleted
-        assert not [m for m in bot.tg.sent_messages(USER) if m.kind == "photo" and not m.deleted]
