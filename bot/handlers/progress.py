@@ -115,8 +115,10 @@ class Progress:
         request: RunningRequest | None = None,
         in_chat: Callable[[], int] = lambda: 1,
         monotonic: Callable[[], float] = time.monotonic,
+        note: str = "",
     ) -> None:
         self._message = message
+        self._note = note  # a first line above every status (a job resumed after a restart)
         self._ticket = ticket
         self._status_delay = status_delay
         self._texts = texts
@@ -264,7 +266,7 @@ class Progress:
             await _delete(status, "status message")
 
     def _wanted(self, waited: float) -> str:
-        return status_text(
+        text = status_text(
             self._texts,
             self._lang,
             position=self._ticket.position,
@@ -273,6 +275,7 @@ class Progress:
             waited=waited,
             status_delay=self._status_delay,
         )
+        return f"{self._note}\n{text}" if self._note and text else text
 
     async def _run(self) -> None:
         started = self._monotonic()

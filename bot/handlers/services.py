@@ -10,6 +10,7 @@ from bot.config import Settings
 from bot.eta import GenerationTimes
 from bot.i18n import Texts
 from bot.images import ImagesClient
+from bot.jobs import JobRunner
 from bot.limiter import GenerationLimiter
 from bot.metrics import Metrics
 from bot.running import RunningRequests
@@ -27,6 +28,7 @@ class Services:
     limiter: GenerationLimiter
     clock: Callable[[], datetime]
     originals: KeptOriginals  # the store's (`Store.originals`)
+    jobs: JobRunner  # every generation is one of its jobs
     # (chat_id, user_id) -> when a "not allowed" notice was last sent in that group.
     denied_notices: dict[tuple[int, int], datetime] = field(default_factory=dict)
     metrics: Metrics = field(default_factory=Metrics)
