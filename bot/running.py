@@ -20,11 +20,14 @@ import asyncio
 import contextlib
 import itertools
 import secrets
+from collections import deque
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+RECENTLY_CANCELLED = 256
 
 
 class Cancelled(Exception):
@@ -93,6 +96,9 @@ class RunningRequests:
         # A Cancel button left behind by an earlier run of the bot (a crash left its status
         # message) must not name a request of this one.
         self._run = secrets.token_hex(3)
+        # The last requests cancelled: a second press on their button, even once they are gone,
+        # is told "cancelling", not "already finished".
+        self._cancelled: deque[tuple[str, int]] = deque(maxlen=RECENTLY_CANCELLED)
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -136,4 +142,11 @@ class RunningRequests:
     def cancel(self, request_id: str) -> bool:
         """Cancel one request by id; return whether it was still cancellable."""
         request = self._by_id.get(request_id)
-        return request is not None and request.cancel()
+        if request is None or not request.cancel():
+            return False
+        self._cancelled.append((request_id, request.user_id))
+        return True
+
+    def was_cancelled(self, request_id: str, *, user_id: int) -> bool:
+        """Return whether this user's request was cancelled (the last few hundred are kept)."""
+        return (request_id, user_id) in self._cancelled

@@ -108,3 +108,13 @@ async def test_a_button_of_an_earlier_run_names_no_request_of_this_one() -> None
         assert old.id != new.id
         assert now.get(old.id) is None and now.cancel(old.id) is False
         assert len(old.id) <= 20  # within the 64 bytes of callback data, with its prefix
+
+
+async def test_a_cancelled_request_is_remembered_for_its_owner_once_gone() -> None:
+    requests = RunningRequests()
+    async with requests.track(user_id=1, chat_id=1, message_id=1) as request:
+        assert not requests.was_cancelled(request.id, user_id=1)
+        assert requests.cancel(request.id)
+    assert requests.get(request.id) is None
+    assert requests.was_cancelled(request.id, user_id=1)
+    assert not requests.was_cancelled(request.id, user_id=2)  # a stranger's press

@@ -39,6 +39,11 @@ async def cancel_button(
     texts = services.texts
     _, parts = split_callback(query.data or "")
     request = services.running.get(parts[0]) if parts else None
+    cancelled = bool(parts) and services.running.was_cancelled(parts[0], user_id=user.id)
+    if cancelled and (request is None or request.closed):
+        # A second press as the first takes effect: the request may be gone already.
+        await answer_query(query, texts.get(lang, "cancel.pressed"))
+        return
     if request is None or request.closed:
         await answer_query(query, texts.get(lang, "cancel.too_late"))
         return
