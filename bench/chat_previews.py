@@ -1,14 +1,15 @@
 """Benchmark streamed previews end to end: the host's event to the picture received by Telegram.
 
-Run by hand from the repository root (not a test; about a minute):
+Run by hand from the repository root (not a test; about two minutes):
 
     .venv/bin/python bench/chat_previews.py [--rounds 12]
 
 `python -m bot` runs in its own process (production defaults: status after 8 s, LOG_LEVEL=INFO,
 STREAM_PREVIEWS=auto, PREVIEW_IMAGES=2) against the loopback emulators in this process. The images
 emulator streams its real-sized picture (a noisy 1024x1024 PNG of about 2.7 MB, about 3.6 MB of
-base64 an event): the first preview 0.2 s after the request, the second 3.1 s later (the bot
-edits a private chat's preview at most every 3 s), the completed event 0.3 s after that. Each
+base64 an event): the first preview 3.2 s after the request (the bot holds a preview that comes
+sooner, `progress.PREVIEW_HOLD`), the second 3.1 s later (the bot edits a private chat's preview
+at most every 3 s), the completed event 0.3 s after that. Each
 round is a new user (so no chat's flood limit is in the way). Per round:
 
 - first preview event written by the images emulator -> the sendPhoto of the preview fully
@@ -88,7 +89,7 @@ def run(rounds: int) -> None:
         tempfile.TemporaryDirectory() as scratch,
     ):
         oai.big_pictures = True
-        oai.partial_delays = (0.2, 3.1)
+        oai.partial_delays = (3.2, 3.1)
         oai.final_delay = 0.3
         with bot_process(tg, oai, Path(scratch), STREAMING, profile=""):
             for i in range(rounds + 1):  # the first round warms the connections and the pools

@@ -19,11 +19,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import secrets
+from collections import deque
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+RECENTLY_CANCELLED = 256
 
 
 class Cancelled(Exception):
@@ -89,6 +93,12 @@ class RunningRequests:
     def __init__(self) -> None:
         self._by_id: dict[str, RunningRequest] = {}
         self._ids = itertools.count(1)
+        # A Cancel button left behind by an earlier run of the bot (a crash left its status
+        # message) must not name a request of this one.
+        self._run = secrets.token_hex(3)
+        # The last requests cancelled: a second press on their button, even once they are gone,
+        # is told "cancelling", not "already finished".
+        self._cancelled: deque[tuple[str, int]] = deque(maxlen=RECENTLY_CANCELLED)
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -98,7 +108,8 @@ class RunningRequests:
         self, *, user_id: int, chat_id: int, message_id: int
     ) -> AsyncIterator[RunningRequest]:
         """Register a request for the duration of the block."""
-        request = RunningRequest(id=f"{next(self._ids):x}", user_id=user_id, chat_id=chat_id)
+        request_id = f"{self._run}{next(self._ids):x}"
+        request = RunningRequest(id=request_id, user_id=user_id, chat_id=chat_id)
         request.attach(message_id)
         self._by_id[request.id] = request
         try:
@@ -112,13 +123,13 @@ class RunningRequests:
         return self._by_id.get(request_id)
 
     def of(
-        self, *, user_id: int, chat_id: int, message_id: int | None = None
+        self, *, user_id: int | None = None, chat_id: int, message_id: int | None = None
     ) -> list[RunningRequest]:
-        """Return a user's cancellable requests in a chat (only the one a message stands for)."""
+        """Return the cancellable requests in a chat (of one user; standing for one message)."""
         return [
             r
             for r in self._by_id.values()
-            if r.user_id == user_id
+            if (user_id is None or r.user_id == user_id)
             and r.chat_id == chat_id
             and not r.closed
             and (message_id is None or message_id in r.message_ids)
@@ -131,4 +142,11 @@ class RunningRequests:
     def cancel(self, request_id: str) -> bool:
         """Cancel one request by id; return whether it was still cancellable."""
         request = self._by_id.get(request_id)
-        return request is not None and request.cancel()
+        if request is None or not request.cancel():
+            return False
+        self._cancelled.append((request_id, request.user_id))
+        return True
+
+    def was_cancelled(self, request_id: str, *, user_id: int) -> bool:
+        """Return whether this user's request was cancelled (the last few hundred are kept)."""
+        return (request_id, user_id) in self._cancelled

@@ -41,6 +41,14 @@ async def _answer_of(bot: Harness, update: dict[str, Any]) -> dict[str, Any]:
     return dict(call.params)
 
 
+async def _press_cancel(bot: Harness, message: SentMessage) -> str:
+    """Press the ❌ Cancel button of one's own status message; return the answer's text."""
+    press = bot.tg.press_button(
+        chat_id=USER, user_id=USER, message=message, data=_cancel_data(message)
+    )
+    return str((await _answer_of(bot, press))["text"])
+
+
 def _texts(bot: Harness, command: dict[str, Any]) -> list[str]:
     wanted = command["message_id"]
     return [
@@ -58,10 +66,7 @@ async def test_cancel_button_stops_the_call_and_gives_the_picture_back(make_bot)
         command = bot.send("/image a slow glacier")
         status = await _status(bot, command)
         await until(lambda: bot.oai.in_flight == 1)
-        press = bot.tg.press_button(
-            chat_id=USER, user_id=USER, message=status, data=_cancel_data(status)
-        )
-        assert (await _answer_of(bot, press))["text"] == "Cancelling…"
+        assert await _press_cancel(bot, status) == "Cancelling…"
         await until(lambda: any("Cancelled" in t for t in _texts(bot, command)))
         # The connection was closed, so the host can stop drawing (it would answer in 30 s).
         await until(lambda: bot.oai.in_flight == 0, timeout=3)
@@ -203,6 +208,11 @@ def test_group_status_edits_stay_far_below_the_group_limit(in_chat: int) -> None
     assert 60 / interval <= 2
     assert in_chat * 60 / interval <= 6
     assert 60 / progress.edit_interval(in_group=False, in_chat=in_chat) <= 12  # private: 1 a s
+    # Previews: a request shows its status or its preview, so their edits share that budget.
+    preview = progress.edit_interval(in_group=True, in_chat=in_chat, preview=True)
+    assert 60 / preview <= 4
+    assert in_chat * 60 / preview <= 6
+    assert 60 / progress.edit_interval(in_group=False, in_chat=in_chat, preview=True) <= 20
 
 
 async def test_group_status_waits_longer_when_many_draw_there() -> None:
@@ -213,3 +223,54 @@ async def test_group_status_waits_longer_when_many_draw_there() -> None:
         await stack.enter_async_context(requests.track(user_id=1, chat_id=USER, message_id=1))
         assert requests.in_chat(GROUP) == 10
         assert progress.edit_interval(in_group=True, in_chat=requests.in_chat(GROUP)) == 100.0
+
+
+# -- what users try -----------------------------------------------------------------------------
+
+
+async def test_cancel_pressed_twice_is_told_cancelling_both_times(make_bot) -> None:
+    async with make_bot(DAILY_IMAGE_LIMIT="1", STATUS_MESSAGE_DELAY_SECONDS="0.2") as bot:
+        bot.oai.delay = LONG
+        command = bot.send("/image a twice regretted picture")
+        status = await _status(bot, command)
+        await until(lambda: bot.oai.in_flight == 1)
+        assert await _press_cancel(bot, status) == "Cancelling…"
+        assert await _press_cancel(bot, status) == "Cancelling…"  # not "already finished"
+        await until(lambda: any("Cancelled" in t for t in _texts(bot, command)))
+        assert len([t for t in _texts(bot, command) if "Cancelled" in t]) == 1
+        await until(lambda: bot.services.limiter.in_flight(USER) == 0)
+        usage = await bot.services.store.usage(user_id=USER, user_limit=1)
+        assert usage.used_today == 0  # refunded once, not twice
+        assert usage.remaining == 1
+
+
+async def test_cancel_replying_to_someone_elses_request_cancels_nothing(make_bot) -> None:
+    async with make_bot(STATUS_MESSAGE_DELAY_SECONDS="30") as bot:
+        bot.oai.delay = 2.0
+        mine = bot.send("/image my own slow picture", chat_id=GROUP)
+        theirs = bot.send("/image their slow picture", chat_id=GROUP, user_id=OTHER_USER)
+        await until(lambda: bot.oai.in_flight == 2)
+        wrong = bot.send("/cancel", chat_id=GROUP, reply_to=theirs)
+        assert await bot.reply_text(wrong) == "Only the person who asked can cancel this request."
+        (photo,) = await bot.replies(mine, kinds=("photo",))
+        assert photo.text == "my own slow picture"
+        (other,) = await bot.replies(theirs, kinds=("photo",))
+        assert other.text == "their slow picture"
+        assert not any("Cancelled" in t for t in _texts(bot, mine) + _texts(bot, theirs))
+
+
+async def test_cancel_with_nothing_running_in_a_group(make_bot) -> None:
+    async with make_bot() as bot:
+        nothing = bot.send("/cancel", chat_id=GROUP)
+        assert await bot.reply_text(nothing) == "You have no request in progress to cancel here."
+
+
+async def test_a_strangers_cancel_in_a_group_leaves_the_request_alone(make_bot) -> None:
+    async with make_bot(STATUS_MESSAGE_DELAY_SECONDS="30") as bot:
+        bot.oai.delay = 1.5
+        command = bot.send("/image a group portrait", chat_id=GROUP)
+        await until(lambda: bot.oai.in_flight == 1)
+        stranger = bot.send("/cancel", chat_id=GROUP, user_id=OTHER_USER)
+        assert await bot.reply_text(stranger) == "You have no request in progress to cancel here."
+        (photo,) = await bot.replies(command, kinds=("photo",))
+        assert photo.text == "a group portrait"

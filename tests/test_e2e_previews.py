@@ -14,7 +14,9 @@ import pytest
 
 from bot.handlers import progress
 from tests.conftest import GROUP, USER, Harness, until
+from tests.emulators.openai_images import Fault
 from tests.emulators.telegram_api import SentMessage
+from tests.test_e2e_edit import png
 
 
 @pytest.fixture(autouse=True)
@@ -22,6 +24,8 @@ def _quick_preview_edits(monkeypatch: pytest.MonkeyPatch) -> None:
     # One preview edit every 3 s (15 s in groups) in production; the emulator's previews come
     # 0.6 s apart here so that the tests stay fast.
     monkeypatch.setattr(progress, "PREVIEW_EDIT_INTERVAL", 0.3)
+    # And no hold before the first preview (3 s in production; its own test below).
+    monkeypatch.setattr(progress, "PREVIEW_HOLD", 0.0)
 
 
 def _previews(bot: Harness, command: dict[str, Any]) -> list[SentMessage]:
@@ -94,7 +98,9 @@ async def test_an_album_is_sent_and_the_preview_deleted(make_bot) -> None:
         previews = _previews(bot, command)
         assert len(previews) == 1
         await until(lambda: previews[0].deleted)
-        assert bot.tg.calls_of("editMessageMedia") == []
+        # Preview 2 may have been shown (held for the edit interval); the album is not an edit.
+        edits = bot.tg.calls_of("editMessageMedia")
+        assert all(str(c.params["media"]["caption"]).startswith("Preview 2") for c in edits)
 
 
 async def test_a_document_result_is_sent_and_the_preview_deleted(make_bot) -> None:
@@ -133,14 +139,18 @@ async def test_a_refused_final_edit_sends_the_picture_instead(make_bot) -> None:
         assert _buttons(final) == ["🔁 Again", "📄 Original", "✏️ Edit"]
 
 
-async def test_cancel_on_the_preview_closes_the_stream(make_bot) -> None:
+@pytest.mark.parametrize("mid_edit", [False, True], ids=["preview-shown", "while-editing"])
+async def test_cancel_on_the_preview_closes_the_stream(make_bot, mid_edit: bool) -> None:
     async with make_bot(
         STREAM_PREVIEWS="auto", DAILY_IMAGE_LIMIT="1", STATUS_MESSAGE_DELAY_SECONDS="30"
     ) as bot:
-        _streaming(bot, delays=(0.1, 30.0), final=0.0)
+        _streaming(bot, delays=(0.1, 0.6) if mid_edit else (0.1, 30.0), final=30.0)
         command = bot.send("/image a very slow sunrise")
         await until(lambda: bool(_previews(bot, command)))
         (preview,) = _previews(bot, command)
+        if mid_edit:  # the press comes while preview 2's edit is on its way
+            bot.tg.set_latency("editMessageMedia", 2.0)
+            await until(lambda: len(bot.oai.streams[0].partial_sent_at) == 2)
         data = preview["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
         bot.tg.press_button(chat_id=USER, user_id=USER, message=preview, data=data)
         stream = await asyncio.to_thread(bot.oai.wait_for_stream_end, 0, 5.0)
@@ -151,6 +161,8 @@ async def test_cancel_on_the_preview_closes_the_stream(make_bot) -> None:
         await until(lambda: bot.services.limiter.in_flight(USER) == 0)
         usage = await bot.services.store.usage(user_id=USER, user_limit=1)
         assert usage.used_today == 0
+        await bot.settle(2.5 if mid_edit else 0.3)  # a cut-short edit brings no photo back
+        assert not [m for m in bot.tg.sent_messages(USER) if m.kind == "photo" and not m.deleted]
 
 
 async def test_no_previews_when_streaming_is_off(make_bot) -> None:
@@ -160,3 +172,93 @@ async def test_no_previews_when_streaming_is_off(make_bot) -> None:
         assert photo.text == "a plain heron"
         assert "stream" not in bot.oai.api_requests[0].fields
         assert bot.tg.calls_of("editMessageMedia") == []
+
+
+async def test_an_error_event_after_a_preview_removes_it_and_tells_the_user(make_bot) -> None:
+    async with make_bot(
+        STREAM_PREVIEWS="auto", DAILY_IMAGE_LIMIT="1", STATUS_MESSAGE_DELAY_SECONDS="30"
+    ) as bot:
+        _streaming(bot, delays=(0.1,), final=0.6)
+        bot.oai.queue_faults([Fault.stream_error(partials=1, code="moderation_blocked")])
+        command = bot.send("/image a forbidden heron")
+        await until(lambda: bool(_previews(bot, command)))
+        (preview,) = _previews(bot, command)
+        reply = await bot.reply_text(command)
+        assert reply.startswith("The image service's safety system refused this prompt.")
+        await until(lambda: preview.deleted)  # no half-drawn picture left standing
+        (stream,) = bot.oai.streams
+        assert stream.outcome == "error"
+        assert len(bot.oai.api_requests) == 1  # a refusal is not asked again
+        await until(lambda: bot.services.limiter.in_flight(USER) == 0)
+        usage = await bot.services.store.usage(user_id=USER, user_limit=1)
+        assert usage.used_today == 0
+
+
+async def test_an_edit_streams_its_previews_into_the_chat(make_bot) -> None:
+    async with make_bot(STREAM_PREVIEWS="auto", STATUS_MESSAGE_DELAY_SECONDS="30") as bot:
+        _streaming(bot, delays=(0.1, 0.6), final=0.6)
+        photo = bot.send("", photo_bytes=png(96, 64))
+        command = bot.send("/edit make it night", reply_to=photo)
+        await until(lambda: bool(_previews(bot, command)))
+        (preview,) = _previews(bot, command)
+        assert preview.text is not None and preview.text.startswith("Preview 1 of 2 · ")
+        assert _buttons(preview) == ["❌ Cancel"]
+        await until(lambda: preview.text == "make it night")
+        assert len(preview.media_edits) == 2  # preview 2, then the edited picture
+        assert _buttons(preview) == ["🔁 Again", "📄 Original", "✏️ Edit"]
+        (request,) = bot.oai.api_requests
+        assert request.endpoint == "edits" and request.fields["stream"] in (True, "true")
+        assert bot.oai.invalid_requests == []
+        (stream,) = bot.oai.streams
+        assert stream.endpoint == "edits" and stream.outcome == "completed"
+
+
+async def test_a_fast_picture_comes_without_a_preview_flashing_first(make_bot, monkeypatch) -> None:
+    monkeypatch.setattr(progress, "PREVIEW_HOLD", 2.0)
+    async with make_bot(STREAM_PREVIEWS="auto", STATUS_MESSAGE_DELAY_SECONDS="30") as bot:
+        _streaming(bot, delays=(0.05, 0.05), final=0.05)
+        command = bot.send("/image a quick sketch")
+        (photo,) = await bot.replies(command, kinds=("photo",))
+        assert photo.text == "a quick sketch"
+        assert photo.method == "sendPhoto" and photo.media_edits == []
+        (stream,) = bot.oai.streams
+        assert stream.outcome == "completed" and len(stream.partial_sent_at) == 2
+        await bot.settle(0.3)
+        assert len(bot.tg.calls_of("sendPhoto")) == 1  # the picture only, no preview before it
+        assert bot.tg.calls_of("editMessageMedia") == []
+        assert bot.tg.calls_of("deleteMessage") == []
+
+
+async def test_an_early_preview_is_held_and_the_newest_shown_once_allowed(
+    make_bot, monkeypatch
+) -> None:
+    monkeypatch.setattr(progress, "PREVIEW_HOLD", 1.0)
+    async with make_bot(STREAM_PREVIEWS="auto", STATUS_MESSAGE_DELAY_SECONDS="30") as bot:
+        _streaming(bot, delays=(0.05, 0.05), final=3.0)  # both previews within the hold
+        command = bot.send("/image a patient sketch")
+        await until(lambda: bool(_previews(bot, command)))
+        (preview,) = _previews(bot, command)
+        assert preview.text is not None and preview.text.startswith("Preview 2 of 2 · ")
+        (stream,) = bot.oai.streams
+        assert stream.final_sent_at is None  # shown while the picture was still being drawn
+        await until(lambda: preview.text == "a patient sketch")
+        assert len(preview.media_edits) == 1  # the final picture in the preview's place
+        assert len(bot.tg.calls_of("sendPhoto")) == 1
+
+
+async def test_in_a_group_a_preview_held_for_the_edit_interval_is_shown_later(
+    make_bot, monkeypatch
+) -> None:
+    monkeypatch.setattr(progress, "PREVIEW_EDIT_INTERVAL_GROUP", 1.0)
+    monkeypatch.setattr(progress, "GROUP_STATUS_EDITS_PER_MINUTE", 600)
+    async with make_bot(STREAM_PREVIEWS="auto", STATUS_MESSAGE_DELAY_SECONDS="30") as bot:
+        _streaming(bot, delays=(0.1, 0.2), final=3.0)
+        command = bot.send("/image a slow group mural", chat_id=GROUP)
+        await until(lambda: bool(_previews(bot, command)))
+        (preview,) = _previews(bot, command)
+        await until(lambda: len(preview.media_edits) == 1, timeout=5)
+        assert preview.text is not None and preview.text.startswith("Preview 2 of 2 · ")
+        (stream,) = bot.oai.streams
+        assert stream.final_sent_at is None  # preview 2 came before the picture, not with it
+        await until(lambda: preview.text == "a slow group mural")
+        assert len(preview.media_edits) == 2

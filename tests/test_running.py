@@ -95,3 +95,26 @@ async def test_requests_are_found_by_user_chat_and_message() -> None:
         assert requests.of(user_id=2, chat_id=10) == [c]
         assert requests.of(user_id=1, chat_id=11) == [d]
         assert len({a.id, b.id, c.id, d.id}) == 4
+
+
+async def test_a_button_of_an_earlier_run_names_no_request_of_this_one() -> None:
+    # Each start of the bot has its own registry: a Cancel button left on a status message by a
+    # crashed run must not cancel a request of the new run that happens to get the same number.
+    earlier, now = RunningRequests(), RunningRequests()
+    async with (
+        earlier.track(user_id=1, chat_id=1, message_id=1) as old,
+        now.track(user_id=1, chat_id=1, message_id=2) as new,
+    ):
+        assert old.id != new.id
+        assert now.get(old.id) is None and now.cancel(old.id) is False
+        assert len(old.id) <= 20  # within the 64 bytes of callback data, with its prefix
+
+
+async def test_a_cancelled_request_is_remembered_for_its_owner_once_gone() -> None:
+    requests = RunningRequests()
+    async with requests.track(user_id=1, chat_id=1, message_id=1) as request:
+        assert not requests.was_cancelled(request.id, user_id=1)
+        assert requests.cancel(request.id)
+    assert requests.get(request.id) is None
+    assert requests.was_cancelled(request.id, user_id=1)
+    assert not requests.was_cancelled(request.id, user_id=2)  # a stranger's press

@@ -39,13 +39,19 @@ async def cancel_button(
     texts = services.texts
     _, parts = split_callback(query.data or "")
     request = services.running.get(parts[0]) if parts else None
+    cancelled = bool(parts) and services.running.was_cancelled(parts[0], user_id=user.id)
+    if cancelled and (request is None or request.closed):
+        # A second press as the first takes effect: the request may be gone already.
+        await answer_query(query, texts.get(lang, "cancel.pressed"))
+        return
     if request is None or request.closed:
         await answer_query(query, texts.get(lang, "cancel.too_late"))
         return
     if request.user_id != user.id:
         await answer_query(query, texts.get(lang, "cancel.not_yours"), show_alert=True)
         return
-    if cancel_request(services, request.id):
+    # A second press while the first one is taking effect is told the same.
+    if request.cancelled or cancel_request(services, request.id):
         await answer_query(query, texts.get(lang, "cancel.pressed"))
     else:
         await answer_query(query, texts.get(lang, "cancel.too_late"))
@@ -64,9 +70,13 @@ async def cancel_command(
     replied = message.reply_to_message
     if replied is not None:
         # A reply to the command or to its status picks that request; a reply to anything else
-        # is no choice, so every request of the user in the chat is cancelled.
-        chosen = running.of(user_id=user.id, chat_id=chat.id, message_id=replied.message_id)
-        mine = chosen or mine
+        # is no choice, so every request of the user in the chat is cancelled. A reply to
+        # someone else's request cancels nothing (not even the user's own).
+        picked = running.of(chat_id=chat.id, message_id=replied.message_id)
+        if picked and all(r.user_id != user.id for r in picked):
+            await reply_plain(message, services.texts.get(lang, "cancel.not_yours"))
+            return
+        mine = [r for r in picked if r.user_id == user.id] or mine
     cancelled = [r for r in mine if cancel_request(services, r.id)]
     if not cancelled:
         await reply_plain(message, services.texts.get(lang, "cancel.none"))

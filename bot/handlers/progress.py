@@ -12,9 +12,13 @@ whole group and the bot's edits count), and it is deleted when the result arrive
 When the images service streams previews (`show_partial`, the images client's `on_partial`), the
 first one replaces the status message with a photo replying to the command ("Preview 1 of 2 ·
 14 s", with the same Cancel button) and later ones edit that photo's media, at most every
-`PREVIEW_EDIT_INTERVAL` seconds (`PREVIEW_EDIT_INTERVAL_GROUP` in groups); a preview Telegram
-refuses is skipped. Delivery takes the preview over (`hand_over_preview`) to put the final picture
-in its place, or to delete it after sending an album or a document.
+`PREVIEW_EDIT_INTERVAL` seconds (`PREVIEW_EDIT_INTERVAL_GROUP` in groups, longer when more than
+two requests draw there, like the status edits); a preview Telegram
+refuses is skipped. A preview that comes too early (before `PREVIEW_HOLD`, so that a fast picture
+arrives without one flashing before it, or too soon after the last edit) is held and shown once
+allowed, unless a newer one or the result comes first. Delivery takes the preview over
+(`hand_over_preview`) to put the final picture in its place, or to delete it after sending an
+album or a document.
 """
 
 from __future__ import annotations
@@ -51,18 +55,22 @@ GROUP_STATUS_EDITS_PER_MINUTE = 6
 PREVIEW_EDIT_INTERVAL = 3.0
 PREVIEW_EDIT_INTERVAL_GROUP = 15.0
 PREVIEW_UPLOAD_TIMEOUT = 20.0
+# No preview before the request has waited this long (or STATUS_MESSAGE_DELAY_SECONDS, if less)
+# unless its status message is up: a picture ready sooner comes without a preview flashing first.
+PREVIEW_HOLD = 3.0
 
 
-def edit_interval(*, in_group: bool, in_chat: int = 1) -> float:
-    """Return the least time between two edits of one status message.
+def edit_interval(*, in_group: bool, in_chat: int = 1, preview: bool = False) -> float:
+    """Return the least time between two edits of one status message (or its preview).
 
-    `in_chat` is how many requests are in flight in that chat; in a group their status edits
-    together stay within `GROUP_STATUS_EDITS_PER_MINUTE`.
+    `in_chat` is how many requests are in flight in that chat; in a group their status and
+    preview edits together stay within `GROUP_STATUS_EDITS_PER_MINUTE` (a request shows one of
+    the two at a time).
     """
     if not in_group:
-        return MIN_EDIT_INTERVAL
+        return PREVIEW_EDIT_INTERVAL if preview else MIN_EDIT_INTERVAL
     shared = 60.0 * max(1, in_chat) / GROUP_STATUS_EDITS_PER_MINUTE
-    return max(MIN_EDIT_INTERVAL_GROUP, shared)
+    return max(PREVIEW_EDIT_INTERVAL_GROUP if preview else MIN_EDIT_INTERVAL_GROUP, shared)
 
 
 def status_text(
@@ -121,13 +129,14 @@ class Progress:
         self._monotonic = monotonic
         self._in_group = in_group
         self._in_chat = in_chat
-        self._preview_interval = PREVIEW_EDIT_INTERVAL_GROUP if in_group else PREVIEW_EDIT_INTERVAL
         # The status message and the preview change one at a time.
         self._lock = asyncio.Lock()
         self._preview: Message | None = None
         # Like the status message's send: a preview upload cut short still creates the photo.
         self._preview_sending: asyncio.Future[Message] | None = None
         self._preview_at = float("-inf")
+        self._held: PartialImage | None = None  # the newest preview that came too early
+        self._started = monotonic()
         self._handed_over = False
         self._status: Message | None = None
         # The status message's own send, shielded: if the result arrives while it is in flight,
@@ -149,6 +158,7 @@ class Progress:
         return self._monotonic() - self._running_since
 
     async def __aenter__(self) -> Progress:
+        self._started = self._monotonic()
         self._task = asyncio.create_task(self._run(), name="progress")
         return self
 
@@ -172,6 +182,7 @@ class Progress:
         """Stop showing previews and return the preview message, now the caller's to replace."""
         async with self._lock:
             self._handed_over = True
+            self._held = None
             return await self._take_preview()
 
     async def _take_preview(self) -> Message | None:
@@ -182,49 +193,70 @@ class Progress:
     async def show_partial(self, partial: PartialImage) -> None:
         """Show a streamed preview: the first replaces the status message, later ones edit it."""
         async with self._lock:
-            if self._handed_over:
-                return
-            now = self._monotonic()
-            if self._preview is not None and now - self._preview_at < self._preview_interval:
-                logger.debug(
-                    "preview %s skipped: the last one is too recent", partial.partial_index
-                )
-                return
-            running_for = self.running_for()
-            caption = self._texts.get(
-                self._lang,
-                "preview.caption",
-                index=partial.partial_index + 1,
-                total=max(partial.previews, partial.partial_index + 1),
-                elapsed=rounded_seconds(partial.elapsed if running_for is None else running_for),
-            )
-            try:
-                if self._preview is None:
-                    self._preview_sending = asyncio.ensure_future(
-                        self._message.reply_photo(
-                            partial.data,
-                            caption=caption,
-                            do_quote=True,
-                            reply_markup=self._markup,
-                            read_timeout=PREVIEW_UPLOAD_TIMEOUT,
-                            write_timeout=PREVIEW_UPLOAD_TIMEOUT,
-                        )
-                    )
-                    self._preview = await asyncio.shield(self._preview_sending)
-                    self._preview_sending = None
-                    if self._request is not None:
-                        self._request.attach(self._preview.message_id)
-                    await self.remove_status()
-                else:
-                    await self._preview.edit_media(
-                        InputMediaPhoto(partial.data, caption=caption),
+            await self._offer(partial)
+
+    async def _show_held(self) -> None:
+        """Show the held preview if it may be shown now (the ticker's part)."""
+        async with self._lock:
+            held, self._held = self._held, None
+            if held is not None:
+                await self._offer(held)
+
+    def _preview_allowed(self, now: float) -> bool:
+        if self._preview is not None:
+            interval = edit_interval(in_group=self._in_group, in_chat=self._in_chat(), preview=True)
+            return now - self._preview_at >= interval
+        hold = min(self._status_delay, PREVIEW_HOLD)
+        return self._status is not None or now - self._started >= hold
+
+    async def _offer(self, partial: PartialImage) -> None:
+        """Show a preview now, or hold it until it may be shown (called under the lock)."""
+        if self._handed_over:
+            return
+        now = self._monotonic()
+        if not self._preview_allowed(now):
+            logger.debug("preview %s held: too early", partial.partial_index)
+            self._held = partial
+            return
+        self._held = None
+        await self._put_preview(partial, now)
+
+    async def _put_preview(self, partial: PartialImage, now: float) -> None:
+        running_for = self.running_for()
+        caption = self._texts.get(
+            self._lang,
+            "preview.caption",
+            index=partial.partial_index + 1,
+            total=max(partial.previews, partial.partial_index + 1),
+            elapsed=rounded_seconds(partial.elapsed if running_for is None else running_for),
+        )
+        try:
+            if self._preview is None:
+                self._preview_sending = asyncio.ensure_future(
+                    self._message.reply_photo(
+                        partial.data,
+                        caption=caption,
+                        do_quote=True,
                         reply_markup=self._markup,
                         read_timeout=PREVIEW_UPLOAD_TIMEOUT,
                         write_timeout=PREVIEW_UPLOAD_TIMEOUT,
                     )
-                self._preview_at = now
-            except TelegramError as exc:  # a refused preview is skipped, never fatal
-                logger.info("preview %s not shown: %s", partial.partial_index, exc)
+                )
+                self._preview = await asyncio.shield(self._preview_sending)
+                self._preview_sending = None
+                if self._request is not None:
+                    self._request.attach(self._preview.message_id)
+                await self.remove_status()
+            else:
+                await self._preview.edit_media(
+                    InputMediaPhoto(partial.data, caption=caption),
+                    reply_markup=self._markup,
+                    read_timeout=PREVIEW_UPLOAD_TIMEOUT,
+                    write_timeout=PREVIEW_UPLOAD_TIMEOUT,
+                )
+            self._preview_at = now
+        except TelegramError as exc:  # a refused preview is skipped, never fatal
+            logger.info("preview %s not shown: %s", partial.partial_index, exc)
 
     async def remove_status(self) -> None:
         """Delete the status message if one was shown (or is still being sent)."""
@@ -254,6 +286,8 @@ class Progress:
             if now >= next_action:
                 next_action = now + ACTION_EVERY
                 await self._chat_action()
+            if self._held is not None and self._preview_allowed(now):
+                await self._show_held()
             wanted = self._wanted(now - started)
             interval = edit_interval(in_group=self._in_group, in_chat=self._in_chat())
             if wanted and wanted != self._shown and now - last_edit >= interval:
