@@ -12,7 +12,7 @@ import pytest
 from bot import __main__ as entry
 from bot.config import ENV_VARS
 from tests.conftest import TOKEN, USER, base_env
-from tests.emulators.openai_images import OpenAIEmulator
+from tests.emulators.openai_images import OpenAIEmulator, big_picture
 from tests.emulators.telegram_api import TelegramEmulator
 from tests.test_subprocess import _start as _popen
 
@@ -50,6 +50,23 @@ def test_open_bot_warns_and_logs_stay_readable_with_a_one_letter_key(tmp_path: P
     ), err[-3000:]
     assert "is running (long polling, model gpt-image-2)" in err
     assert TOKEN not in err
+    assert "Traceback" not in err
+
+
+def test_the_bot_runs_on_uvloop_and_uploads_a_real_sized_picture_intact(tmp_path: Path) -> None:
+    # python -m bot: uvloop, 256 KiB reads of the images answer, the spool file read in big pieces.
+    picture = big_picture()
+    with TelegramEmulator(TOKEN) as tg, OpenAIEmulator(image_bytes=picture) as oai:
+        proc = _popen({**base_env(tg, oai, tmp_path / "data"), "LOG_LEVEL": "INFO"}, tmp_path)
+        try:
+            tg.wait_for("getUpdates", timeout=20)
+            tg.send_message(chat_id=USER, user_id=USER, text="/image a heron")
+            tg.wait_for("sendPhoto", timeout=30)
+        finally:
+            err = _finish(proc, terminate=True)
+    assert proc.returncode == 0, err[-3000:]
+    assert "event loop: uvloop" in err
+    assert [m.data for m in tg.sent_messages(USER) if m.method == "sendPhoto"] == [picture]
     assert "Traceback" not in err
 
 
