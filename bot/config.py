@@ -63,6 +63,8 @@ ENV_VARS: tuple[str, ...] = (
     "METRICS_PORT",
     "METRICS_LISTEN",
     "STORE_URL",
+    "JOB_MAX_AGE_SECONDS",
+    "SHUTDOWN_GRACE_SECONDS",
 )
 """Every environment variable `load_settings` reads, in the order of the contract table."""
 
@@ -194,6 +196,8 @@ class Settings:
     # Empty: SQLite in DATA_DIR; postgresql://user:password@host/db: PostgreSQL (a secret: the
     # URL carries the password).
     store_url: Secret = field(default_factory=Secret)
+    job_max_age_seconds: float = 1800.0  # older unfinished jobs are refunded, not resumed
+    shutdown_grace_seconds: float = 15.0  # what running jobs get on SIGTERM before cancellation
 
     def __post_init__(self) -> None:
         # Normalize values given directly (tests, other callers) the way load_settings does.
@@ -766,6 +770,12 @@ def load_settings(env: Mapping[str, str], *, require_telegram: bool = True) -> S
         "METRICS_LISTEN", "127.0.0.1", _parse_listen, "an address to bind, like 127.0.0.1"
     )
     store_url = _read_store_url(r)
+    job_max_age = r.parsed(
+        "JOB_MAX_AGE_SECONDS", 1800.0, _parse_seconds(allow_zero=False), "a number of seconds > 0"
+    )
+    shutdown_grace = r.parsed(
+        "SHUTDOWN_GRACE_SECONDS", 15.0, _parse_seconds(allow_zero=True), "a number of seconds ≥ 0"
+    )
     if r.problems:
         raise ConfigError(r.problems)
     return Settings(
@@ -810,4 +820,6 @@ def load_settings(env: Mapping[str, str], *, require_telegram: bool = True) -> S
         metrics_port=metrics_port,
         metrics_listen=metrics_listen,
         store_url=store_url,
+        job_max_age_seconds=job_max_age,
+        shutdown_grace_seconds=shutdown_grace,
     )

@@ -7,6 +7,10 @@ waits, `Ticket.position` says how many requests are ahead of it plus one, so the
 over (the upload and its flood-control waits need no slot), while the user's claim lasts until the
 ticket is released (it is an async context manager), which frees both and wakes the next waiter.
 
+Every job this process runs (`bot.jobs.JobRunner`) holds one ticket from admission to its end,
+resumed jobs included (`claim(..., force=True)`: they were admitted before the restart), so the
+per-user count and the queue positions are those of the live jobs, in the order they were stored.
+
 The number of slots adapts to the images service (see DEVELOPERS.md, "Concurrency"):
 `max_concurrent` is the ceiling and the starting point; every 429 the service answers
 (`throttled`) halves the current `limit`, at most once per Retry-After window, and every
@@ -89,10 +93,13 @@ class GenerationLimiter:
         """Return how many requests of this user are running or queued."""
         return self._per_user.get(user_id, 0)
 
-    def claim(self, user_id: int) -> Ticket:
-        """Admit one request of `user_id`, or raise `UserBusy` when the user is at the cap."""
+    def claim(self, user_id: int, *, force: bool = False) -> Ticket:
+        """Admit one request of `user_id`, or raise `UserBusy` when the user is at the cap.
+
+        `force` admits it whatever the cap (a job resumed after a restart was admitted before).
+        """
         count = self._per_user.get(user_id, 0)
-        if count >= self.max_per_user:
+        if count >= self.max_per_user and not force:
             raise UserBusy(self.max_per_user)
         self._per_user[user_id] = count + 1
         return Ticket(self, user_id)

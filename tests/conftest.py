@@ -69,6 +69,9 @@ def base_env(tg: TelegramEmulator, oai: OpenAIEmulator, data_dir: Path) -> dict[
         "DATA_DIR": str(data_dir),
         "STATUS_MESSAGE_DELAY_SECONDS": "0.5",
         "LOG_LEVEL": "DEBUG",
+        # Streamed previews are tested where they are the subject (test_e2e_previews.py); the
+        # other tests see the plain answers their assertions count.
+        "STREAM_PREVIEWS": "off",
     }
 
 
@@ -163,6 +166,15 @@ class Harness:
     async def settle(self, seconds: float = 0.3) -> None:
         """Give the bot a moment to (not) act."""
         await asyncio.sleep(seconds)
+
+
+async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait until `condition()` holds (polling every 20 ms); fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
 
 
 BotFactory = Callable[..., contextlib.AbstractAsyncContextManager[Harness]]

@@ -134,6 +134,8 @@ def test_every_field_is_set_from_the_environment() -> None:
         "METRICS_PORT": "9464",
         "METRICS_LISTEN": "0.0.0.0",
         "STORE_URL": "postgresql://bot:pg-Secret-9@db.internal:5433/botdb",
+        "JOB_MAX_AGE_SECONDS": "600",
+        "SHUTDOWN_GRACE_SECONDS": "0",
     }
     assert set(env) == set(ENV_VARS)
     s = load_settings(env)
@@ -178,6 +180,8 @@ def test_every_field_is_set_from_the_environment() -> None:
     assert s.daily_budget == 2_500_000_000
     assert s.model_prices["dall-e-3"].per_image == 40_000_000
     assert s.stars_per_image == 5
+    assert s.job_max_age_seconds == 600.0
+    assert s.shutdown_grace_seconds == 0.0
     assert s.stars_enabled
     assert s.star_packs == (10, 50, 200)
     assert s.stream_previews == "on"

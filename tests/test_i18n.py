@@ -368,7 +368,7 @@ def dynamic_keys() -> dict[str, set[str]]:
     """Expand each f-string key prefix into the keys it can produce at run time."""
     from bot.app import MENU
     from bot.handlers.account import OUTCOMES
-    from bot.handlers.image import ALERT_KINDS
+    from bot.handlers.jobs import ALERT_KINDS
     from bot.handlers.settings import FIELDS
     from bot.images import ImagesError
 

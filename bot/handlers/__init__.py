@@ -16,16 +16,20 @@ from telegram import Update
 from telegram.error import BadRequest, Forbidden, NetworkError
 from telegram.ext import (
     Application,
+    ApplicationHandlerStop,
     CallbackQueryHandler,
     CommandHandler,
     ContextTypes,
     MessageHandler,
     PreCheckoutQueryHandler,
+    TypeHandler,
     filters,
 )
 
-from bot.handlers import account, errors, help, image, payments, results, settings
+from bot.handlers import account, cancel, errors, help, image, payments, results, settings
+from bot.handlers.keyboards import CANCEL
 from bot.handlers.services import Services
+from bot.store import StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +57,27 @@ def _bind(
     return run
 
 
+async def drop_repeats(
+    update: Update, context: ContextTypes.DEFAULT_TYPE, *, services: Services
+) -> None:
+    """Stop an update Telegram sent before (a webhook call it thought unanswered)."""
+    try:
+        first = await services.store.note_update(update.update_id)
+    except StoreError as exc:  # better handled twice than not at all
+        logger.warning("could not check update %s for a repeat: %s", update.update_id, exc)
+        return
+    if not first:
+        logger.info("update %s arrived again; handled once", update.update_id)
+        raise ApplicationHandlerStop
+
+
 def register(app: Application[Any, Any, Any, Any, Any, Any], services: Services) -> None:
     """Add every command, button and fallback handler, and the one error handler."""
+    if services.settings.webhook_url is not None:
+        # Polling confirms updates by offset; a webhook may get the same update twice.
+        app.add_handler(
+            TypeHandler(Update, functools.partial(drop_repeats, services=services)), group=-1
+        )
     new_messages = filters.UpdateType.MESSAGE
     commands: list[tuple[str, Callback]] = [
         ("image", image.image_command),
@@ -71,6 +94,7 @@ def register(app: Application[Any, Any, Any, Any, Any, Any], services: Services)
         ("paysupport", payments.paysupport_command),
         ("terms", payments.terms_command),
         ("refund", payments.refund_command),
+        ("cancel", cancel.cancel_command),
     ]
     for name, callback in commands:
         app.add_handler(CommandHandler(name, _bind(callback, services), filters=new_messages))
@@ -87,6 +111,9 @@ def register(app: Application[Any, Any, Any, Any, Any, Any], services: Services)
     )
     app.add_handler(
         CallbackQueryHandler(_bind(payments.buy_button, services), pattern=rf"^{payments.BUY}:")
+    )
+    app.add_handler(
+        CallbackQueryHandler(_bind(cancel.cancel_button, services), pattern=rf"^{CANCEL}:")
     )
     app.add_handler(PreCheckoutQueryHandler(_bind(payments.pre_checkout, services)))
     app.add_handler(

@@ -11,9 +11,9 @@ from bot.handlers.common import language_of, reply_plain
 from bot.handlers.replies import until
 from bot.handlers.services import Services
 
-# Failure outcomes `run_generation` records besides the images errors' kinds; each has a name in
-# the catalogues (`stats.kind.<outcome>`), and an outcome without one is shown as recorded.
-OUTCOMES = frozenset({"error", "download"})
+# Failure outcomes a job records besides the images errors' kinds; each has a name in the
+# catalogues (`stats.kind.<outcome>`), and an outcome without one is shown as recorded.
+OUTCOMES = frozenset({"error", "download", "expired", "cancelled"})
 
 
 async def usage_command(

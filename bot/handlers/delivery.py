@@ -220,23 +220,70 @@ async def send_pictures(
     as_file: bool,
     upload_limit: int,
     reply_markup: InlineKeyboardMarkup | None = None,
+    replace: Message | None = None,
 ) -> list[Message]:
     """Reply to `message` with the pictures; return the messages Telegram created.
 
+    With `replace` (a streamed preview), one photo takes that message's place (editMessageMedia);
+    otherwise the pictures are sent as usual and `replace` is deleted afterwards.
     Raises `DeliveryError` (see the module docstring) when they could not surely be delivered.
     """
     if not pictures:
         return []
-    with delivery_errors():
-        if not needs_document(pictures, as_file=as_file):
-            try:
-                return await _send(message, pictures, caption, reply_markup, as_documents=False)
-            except BadRequest as exc:
-                if _is_caption_problem(exc):
-                    raise
-                logger.info("Telegram refused the photos (%s); sending them as documents", exc)
-        _check_size(pictures, upload_limit)
-        return await _send(message, pictures, caption, reply_markup, as_documents=True)
+    try:
+        with delivery_errors():
+            if not needs_document(pictures, as_file=as_file):
+                if replace is not None and len(pictures) == 1:
+                    # Not deleted if the edit went out unanswered: it may show the picture now.
+                    preview, replace = replace, None
+                    edited = await _replace(preview, pictures[0], caption, reply_markup)
+                    if edited is not None:
+                        return [edited]
+                    replace = preview
+                try:
+                    return await _send(message, pictures, caption, reply_markup, as_documents=False)
+                except BadRequest as exc:
+                    if _is_caption_problem(exc):
+                        raise
+                    logger.info("Telegram refused the photos (%s); sending them as documents", exc)
+            _check_size(pictures, upload_limit)
+            return await _send(message, pictures, caption, reply_markup, as_documents=True)
+    finally:
+        if replace is not None:
+            await _delete_quietly(replace)
+
+
+async def _replace(
+    preview: Message,
+    picture: Picture,
+    caption: str,
+    reply_markup: InlineKeyboardMarkup | None,
+) -> Message | None:
+    """Put the photo in the preview's place; None when Telegram refused (send it instead)."""
+    timeout = upload_timeout(picture.info.size_bytes)
+    with contextlib.ExitStack() as files:
+        try:
+            edited = await preview.edit_media(
+                InputMediaPhoto(
+                    picture.input_file(files, attach=True),
+                    caption=caption,
+                    parse_mode=ParseMode.HTML,
+                ),
+                reply_markup=reply_markup,
+                read_timeout=timeout,
+                write_timeout=timeout,
+            )
+        except BadRequest as exc:
+            logger.info("could not put the result in the preview's place (%s); sending it", exc)
+            return None
+    return edited if isinstance(edited, Message) else None
+
+
+async def _delete_quietly(message: Message) -> None:
+    try:
+        await message.delete()
+    except TelegramError as exc:
+        logger.debug("could not delete the preview: %s", exc)
 
 
 async def send_files(

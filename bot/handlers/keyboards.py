@@ -51,3 +51,19 @@ def result_keyboard(texts: Texts, lang: str, result_id: str) -> InlineKeyboardMa
             ]
         ]
     )
+
+
+CANCEL = "cancel"
+
+
+def cancel_keyboard(texts: Texts, lang: str, request_id: str) -> InlineKeyboardMarkup:
+    """Return the ❌ Cancel button of a request in flight (on its status or preview message)."""
+    return InlineKeyboardMarkup(
+        [
+            [
+                InlineKeyboardButton(
+                    texts.get(lang, "button.cancel"), callback_data=callback(CANCEL, request_id)
+                )
+            ]
+        ]
+    )

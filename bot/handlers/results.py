@@ -30,17 +30,11 @@ from bot.handlers.common import (
     reply_plain,
 )
 from bot.handlers.delivery import DeliveryError, delivery_errors, send_files
-from bot.handlers.image import (
-    Job,
-    build_job,
-    load_preferences,
-    reply_for,
-    report_undelivered,
-    resolve_for,
-    run_generation,
-)
+from bot.handlers.image import build_request, load_preferences, resolve_for
+from bot.handlers.jobs import reply_for, report_undelivered, run_job
 from bot.handlers.keyboards import AGAIN, EDIT_HINT, ORIGINAL, RERUN, callback, split_callback
 from bot.handlers.services import Services
+from bot.jobs import ImageRequest
 from bot.limiter import UserBusy
 from bot.prompt import ImageOptions, PromptError, describe_options, parse_image_args
 from bot.store import ResultRecord
@@ -127,7 +121,7 @@ async def result_button(
         # Telegram says the press is too old to answer: it waited while the bot was offline.
         await reply_plain(message, texts.get(lang, "stale.button"))
         return
-    job = Job(
+    image_request = ImageRequest(
         description=description,
         caps=caps,
         options=options,
@@ -135,7 +129,7 @@ async def result_button(
         kind=stored.kind if stored.source_file_id is not None else "generate",
         source_file_id=stored.source_file_id,
     )
-    await run_generation(services, reply_to=message, user=user, chat=chat, lang=lang, job=job)
+    await run_job(services, message=message, user=user, chat=chat, lang=lang, request=image_request)
 
 
 async def _original_button(
@@ -157,7 +151,7 @@ async def _original_button(
         try:
             await _send_original(services, query, message, record, lang)
         except DeliveryError as exc:
-            await report_undelivered(services, exc, reply_to=message, user=user, lang=lang)
+            await report_undelivered(services, exc, reply_to=message, user_id=user.id, lang=lang)
 
 
 async def _send_original(
@@ -244,7 +238,7 @@ async def _run_on_picture(
     user: User,
     chat: Chat,
     lang: str,
-    job: Job,
+    image_request: ImageRequest,
     kind: str,
 ) -> None:
     """Edit or vary the picture the command points at."""
@@ -253,9 +247,11 @@ async def _run_on_picture(
         key = "edit.nothing" if kind == "edit" else "variation.nothing"
         await reply_plain(message, services.texts.get(lang, key))
         return
-    # Downloaded by run_generation once the user's cap and quota have admitted the request.
-    job = replace(job, kind=kind, source_file_id=reference[0], source_size=reference[1])
-    await run_generation(services, reply_to=message, user=user, chat=chat, lang=lang, job=job)
+    # Downloaded by the job once the user's cap and quota have admitted the request.
+    image_request = replace(
+        image_request, kind=kind, source_file_id=reference[0], source_size=reference[1]
+    )
+    await run_job(services, message=message, user=user, chat=chat, lang=lang, request=image_request)
 
 
 async def edit_command(
@@ -280,18 +276,28 @@ async def edit_command(
             await reply_plain(message, texts.get(lang, "edit.usage"))
             return
         prefs = await load_preferences(services, user=user, chat=chat)
-        job = build_job(services, prompt=parsed.prompt, typed=parsed.options, prefs=prefs)
+        image_request = build_request(
+            services, prompt=parsed.prompt, typed=parsed.options, prefs=prefs
+        )
     except PromptError as exc:
         await reply_plain(message, reply_for(services, lang, exc))
         return
-    if not job.caps.supports_edit:
-        await reply_plain(message, texts.get(lang, "edit.unsupported", model=job.caps.name))
+    if not image_request.caps.supports_edit:
+        await reply_plain(
+            message, texts.get(lang, "edit.unsupported", model=image_request.caps.name)
+        )
         return
-    if not services.images.offers("edits", job.description.model):
+    if not services.images.offers("edits", image_request.description.model):
         await reply_plain(message, texts.get(lang, "error.images.not_offered"))
         return
     await _run_on_picture(
-        services, message=message, user=user, chat=chat, lang=lang, job=job, kind="edit"
+        services,
+        message=message,
+        user=user,
+        chat=chat,
+        lang=lang,
+        image_request=image_request,
+        kind="edit",
     )
 
 
@@ -309,20 +315,28 @@ async def variation_command(
     try:
         parsed = parse_image_args(command_args(message.text))
         prefs = await load_preferences(services, user=user, chat=chat)
-        job = build_job(
+        image_request = build_request(
             services, prompt=parsed.prompt or "variation", typed=parsed.options, prefs=prefs
         )
     except PromptError as exc:
         await reply_plain(message, reply_for(services, lang, exc))
         return
-    if not job.caps.supports_variation:
-        await reply_plain(message, texts.get(lang, "variation.unsupported", model=job.caps.name))
+    if not image_request.caps.supports_variation:
+        await reply_plain(
+            message, texts.get(lang, "variation.unsupported", model=image_request.caps.name)
+        )
         return
-    if not services.images.offers("variations", job.description.model):
+    if not services.images.offers("variations", image_request.description.model):
         await reply_plain(message, texts.get(lang, "error.images.not_offered"))
         return
     await _run_on_picture(
-        services, message=message, user=user, chat=chat, lang=lang, job=job, kind="variation"
+        services,
+        message=message,
+        user=user,
+        chat=chat,
+        lang=lang,
+        image_request=image_request,
+        kind="variation",
     )
 
 

@@ -5,11 +5,15 @@ from pathlib import Path
 
 from bot.originals import DEFAULT_MAX_BYTES
 from bot.store.base import (
+    FINISHED_STATES,
+    JOB_STATES,
     RESERVATION_TTL,
     RESULTS_PER_USER,
     SETTING_SCOPES,
+    UNFINISHED_STATES,
     BudgetHold,
     Clock,
+    JobRecord,
     KeptOriginals,
     Payment,
     PaymentError,
@@ -41,12 +45,16 @@ async def open_store(
 
 __all__ = [
     "DB_FILENAME",
+    "FINISHED_STATES",
+    "JOB_STATES",
     "MIGRATIONS",
     "RESERVATION_TTL",
     "RESULTS_PER_USER",
     "SETTING_SCOPES",
+    "UNFINISHED_STATES",
     "BudgetHold",
     "Clock",
+    "JobRecord",
     "KeptOriginals",
     "Payment",
     "PaymentError",

@@ -22,6 +22,15 @@ request's worst-case cost, checked against what is spent and held today in the s
 and settled with the actual cost by `settle_cost`, which also stores every request's cost for
 `spend`; `add_payment` credits a Stars payment once per ``telegram_payment_charge_id``.
 
+Jobs (issue #10): every admitted request is a `JobRecord` before the images service is called,
+and its quota reservation belongs to it: `create_job` stores it (state "queued") with the
+reservation and budget hold already booked, `transition_job` moves it between the unfinished
+states (queued, running, delivering), and `finish_job` ends it (delivered, failed or cancelled)
+and settles its reservation in the same transaction, so a finished job never holds quota and a
+reservation is settled exactly once. `unfinished_jobs` lists what a restart must resume, in the
+order the jobs were created. `note_update` remembers webhook update ids so that an update Telegram
+sends twice is handled once; `prune_jobs` forgets finished jobs and update ids.
+
 Exception family::
 
     StoreError                      the database cannot be opened, read or written
@@ -46,6 +55,17 @@ Clock = Callable[[], datetime]
 RESERVATION_TTL = timedelta(hours=1)
 RESULTS_PER_USER = 50
 SETTING_SCOPES = ("user", "chat")
+UNFINISHED_STATES = ("queued", "running", "delivering")
+FINISHED_STATES = ("delivered", "failed", "cancelled")
+JOB_STATES = UNFINISHED_STATES + FINISHED_STATES
+# A job with what it booked, in the one shape both stores read back (see their `_job`).
+JOB_SELECT = (
+    "SELECT jobs.id, jobs.owner, jobs.user_id, jobs.chat_id, jobs.chat_type, jobs.thread_id,"
+    " jobs.message_id, jobs.lang, jobs.request, jobs.state, jobs.created_at, jobs.updated_at,"
+    " r.id, r.user_id, r.chat_id, r.n, r.day, r.paid, b.id, b.day, b.amount"
+    " FROM jobs LEFT JOIN reservations r ON r.id = jobs.reservation_id"
+    " LEFT JOIN budget_holds b ON b.id = jobs.budget_hold_id"
+)
 
 
 # The columns both implementations read back into `ResultRecord` and `Payment`, in order.
@@ -186,6 +206,32 @@ class KeptOriginals(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class JobRecord:
+    """One admitted request as stored: who asked where, what for, what it holds, how far it got.
+
+    `request` is the validated request as JSON (`bot.jobs.model` writes and reads it; the store
+    keeps it as it is). `reservation` and `budget` are what the job booked (None when the store no
+    longer has them); `thread_id` is the forum topic to answer in, None outside topics. `owner`
+    names the bot instance that admitted it (one per `DATA_DIR`), which resumes it.
+    """
+
+    id: int
+    owner: str
+    user_id: int
+    chat_id: int
+    chat_type: str
+    thread_id: int | None
+    message_id: int
+    lang: str
+    request: str
+    reservation: Reservation | None
+    budget: BudgetHold | None
+    state: str
+    created_at: datetime
+    updated_at: datetime
+
+
 class Store(Protocol):
     """The persistent state the bot needs; every method is safe to await from the event loop."""
 
@@ -278,3 +324,65 @@ class Store(Protocol):
     ) -> list[ResultRecord]: ...
 
     async def should_alert(self, *, kind: str, every: timedelta) -> bool: ...
+
+    # --- jobs (see the module docstring) ------------------------------------------------------
+
+    async def create_job(
+        self,
+        *,
+        owner: str,
+        user_id: int,
+        chat_id: int,
+        chat_type: str,
+        thread_id: int | None,
+        message_id: int,
+        lang: str,
+        request: str,
+        reservation: Reservation | None,
+        budget: BudgetHold | None,
+    ) -> JobRecord:
+        """Store a new job in state "queued", created now, holding `reservation` and `budget`.
+
+        Ids grow: a later job has a larger id, and `unfinished_jobs` lists them in id order.
+        """
+        ...
+
+    async def transition_job(self, job_id: int, *, to: str, from_states: tuple[str, ...]) -> bool:
+        """Move an unfinished job to the unfinished state `to` if it is in one of `from_states`.
+
+        Compare-and-set in one transaction; stamps `updated_at`. Returns whether the job moved
+        (False when it is unknown, finished, or in another state). Raises ValueError when `to` is
+        not one of `UNFINISHED_STATES`.
+        """
+        ...
+
+    async def finish_job(self, job_id: int, *, state: str, delivered: int) -> bool:
+        """End an unfinished job in `state` (one of `FINISHED_STATES`) and settle its quota.
+
+        In the same transaction, the job's reservation (if any) is settled like `settle` with
+        `delivered` pictures (clamped to 0..n): delivered ones counted, the rest refunded.
+        Returns True for the call that finished the job; False (changing nothing) when it was
+        already finished or is unknown, so a job is settled exactly once. Its budget hold is
+        released separately, by `settle_cost` with what the call cost.
+        """
+        ...
+
+    async def unfinished_jobs(self, *, owner: str) -> list[JobRecord]:
+        """Return `owner`'s jobs in state queued, running or delivering, oldest (smallest id)
+        first (other instances' jobs are theirs to resume)."""
+        ...
+
+    async def get_job(self, job_id: int) -> JobRecord | None:
+        """Return one job in any state, or None when it is unknown (or pruned)."""
+        ...
+
+    async def note_update(self, update_id: int) -> bool:
+        """Remember a Telegram update id; return False when it was already noted (a repeat)."""
+        ...
+
+    async def prune_jobs(self, *, before: datetime) -> int:
+        """Forget finished jobs last changed before `before`, and update ids noted before it.
+
+        Unfinished jobs are never pruned. Returns how many jobs were removed.
+        """
+        ...

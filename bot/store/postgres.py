@@ -43,12 +43,16 @@ from bot import pricing, quota
 from bot.originals import DEFAULT_MAX_BYTES
 from bot.redaction import Redactor
 from bot.store.base import (
+    FINISHED_STATES,
+    JOB_SELECT,
     PAYMENT_SELECT,
     RESERVATION_TTL,
     RESULT_SELECT,
     RESULTS_PER_USER,
+    UNFINISHED_STATES,
     BudgetHold,
     Clock,
+    JobRecord,
     Payment,
     PaymentError,
     Reservation,
@@ -325,33 +329,8 @@ class PostgresStore:
 
     async def settle(self, reservation: Reservation, *, delivered: int) -> None:
         """Count `delivered` images (clamped to 0..n) as used and refund the rest; idempotent."""
-        count = max(0, min(delivered, reservation.n))
         async with self.transaction() as conn:
-            cursor = await conn.execute(
-                "UPDATE reservations SET settled = TRUE WHERE id = %s AND NOT settled",
-                (reservation.id,),
-            )
-            if cursor.rowcount != 1 or count == 0:
-                return
-            # Delivered pictures use the free allowance first, then the credits.
-            free = min(count, reservation.n - reservation.paid)
-            scopes = [("user", reservation.user_id, free)]
-            if is_group(reservation.chat_id):
-                assert reservation.chat_id is not None
-                scopes.append(("chat", reservation.chat_id, count))
-            for scope, scope_id, used in scopes:
-                if used > 0:
-                    await conn.execute(
-                        "INSERT INTO usage (scope, scope_id, day, used) VALUES (%s, %s, %s, %s)"
-                        " ON CONFLICT (scope, scope_id, day)"
-                        " DO UPDATE SET used = usage.used + excluded.used",
-                        (scope, scope_id, reservation.day, used),
-                    )
-            if count > free:
-                await conn.execute(
-                    "UPDATE credits SET balance = balance - %s WHERE user_id = %s",
-                    (count - free, reservation.user_id),
-                )
+            await _settle(conn, reservation, delivered=delivered)
 
     async def usage(self, *, user_id: int, user_limit: int) -> Usage:
         """Return what the user has used today (including requests in flight) and has left."""
@@ -683,6 +662,123 @@ class PostgresStore:
             )
             return await cursor.fetchone() is not None
 
+    # --- jobs and webhook updates ----------------------------------------------------------------
+
+    async def create_job(
+        self,
+        *,
+        owner: str,
+        user_id: int,
+        chat_id: int,
+        chat_type: str,
+        thread_id: int | None,
+        message_id: int,
+        lang: str,
+        request: str,
+        reservation: Reservation | None,
+        budget: BudgetHold | None,
+    ) -> JobRecord:
+        """Store a new job in state "queued" (see `Store.create_job`)."""
+        now = self._clock()
+        async with self.connection() as conn:
+            (job_id,) = await _row(
+                conn,
+                "INSERT INTO jobs (owner, user_id, chat_id, chat_type, thread_id, message_id,"
+                " lang, request, reservation_id, budget_hold_id, state, created_at,"
+                " updated_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'queued', %s, %s) RETURNING id",
+                (
+                    owner,
+                    user_id,
+                    chat_id,
+                    chat_type,
+                    thread_id,
+                    message_id,
+                    lang,
+                    request,
+                    None if reservation is None else reservation.id,
+                    None if budget is None else budget.id,
+                    now,
+                    now,
+                ),
+            )
+        return JobRecord(
+            id=int(job_id),
+            owner=owner,
+            user_id=user_id,
+            chat_id=chat_id,
+            chat_type=chat_type,
+            thread_id=thread_id,
+            message_id=message_id,
+            lang=lang,
+            request=request,
+            reservation=reservation,
+            budget=budget,
+            state="queued",
+            created_at=now,
+            updated_at=now,
+        )
+
+    async def transition_job(self, job_id: int, *, to: str, from_states: tuple[str, ...]) -> bool:
+        """Move an unfinished job between unfinished states (see `Store.transition_job`)."""
+        if to not in UNFINISHED_STATES:
+            raise ValueError(f"{to!r} is not an unfinished job state")
+        allowed = [state for state in from_states if state in UNFINISHED_STATES]
+        if not allowed:
+            return False
+        async with self.connection() as conn:
+            return await _move_job(conn, job_id, to=to, from_states=allowed, now=self._clock())
+
+    async def finish_job(self, job_id: int, *, state: str, delivered: int) -> bool:
+        """End a job and settle its reservation at once (see `Store.finish_job`)."""
+        if state not in FINISHED_STATES:
+            raise ValueError(f"{state!r} is not a finished job state")
+        now = self._clock()
+        async with self.transaction() as conn:
+            if not await _move_job(conn, job_id, to=state, from_states=UNFINISHED_STATES, now=now):
+                return False
+            row = await _row(conn, f"{JOB_SELECT} WHERE jobs.id = %s", (job_id,))
+            reservation = _job(row).reservation
+            if reservation is not None:
+                await _settle(conn, reservation, delivered=delivered)
+        return True
+
+    async def unfinished_jobs(self, *, owner: str) -> list[JobRecord]:
+        """Return the jobs of `owner` a restart resumes, oldest first."""
+        async with self.connection() as conn:
+            rows = await _rows(
+                conn,
+                f"{JOB_SELECT} WHERE jobs.owner = %s AND jobs.state = ANY(%s) ORDER BY jobs.id",
+                (owner, list(UNFINISHED_STATES)),
+            )
+        return [_job(row) for row in rows]
+
+    async def get_job(self, job_id: int) -> JobRecord | None:
+        """Return one job, or None when unknown."""
+        async with self.connection() as conn:
+            rows = await _rows(conn, f"{JOB_SELECT} WHERE jobs.id = %s", (job_id,))
+        return _job(rows[0]) if rows else None
+
+    async def note_update(self, update_id: int) -> bool:
+        """Remember an update id; return False when it was seen before (by any replica)."""
+        async with self.connection() as conn:
+            cursor = await conn.execute(
+                "INSERT INTO seen_updates (update_id, seen_at) VALUES (%s, %s)"
+                " ON CONFLICT (update_id) DO NOTHING",
+                (update_id, self._clock()),
+            )
+            return cursor.rowcount == 1
+
+    async def prune_jobs(self, *, before: datetime) -> int:
+        """Forget finished jobs and noted update ids older than `before`."""
+        async with self.transaction() as conn:
+            cursor = await conn.execute(
+                "DELETE FROM jobs WHERE state = ANY(%s) AND updated_at < %s",
+                (list(FINISHED_STATES), before),
+            )
+            await conn.execute("DELETE FROM seen_updates WHERE seen_at < %s", (before,))
+            return cursor.rowcount
+
 
 class PostgresOriginals:
     """The kept originals in the database: the newest `keep` results within `max_bytes`."""
@@ -748,6 +844,77 @@ async def insert_originals(
             " VALUES (%s, %s, %s, %s)",
             [(result_id, i, name, data) for i, (name, data) in enumerate(files)],
         )
+
+
+async def _settle(conn: Connection, reservation: Reservation, *, delivered: int) -> None:
+    """Settle one reservation inside the caller's transaction (only the first time counts)."""
+    count = max(0, min(delivered, reservation.n))
+    cursor = await conn.execute(
+        "UPDATE reservations SET settled = TRUE WHERE id = %s AND NOT settled",
+        (reservation.id,),
+    )
+    if cursor.rowcount != 1 or count == 0:
+        return
+    # Delivered pictures use the free allowance first, then the credits.
+    free = min(count, reservation.n - reservation.paid)
+    scopes = [("user", reservation.user_id, free)]
+    if is_group(reservation.chat_id):
+        assert reservation.chat_id is not None
+        scopes.append(("chat", reservation.chat_id, count))
+    for scope, scope_id, used in scopes:
+        if used > 0:
+            await conn.execute(
+                "INSERT INTO usage (scope, scope_id, day, used) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (scope, scope_id, day)"
+                " DO UPDATE SET used = usage.used + excluded.used",
+                (scope, scope_id, reservation.day, used),
+            )
+    if count > free:
+        await conn.execute(
+            "UPDATE credits SET balance = balance - %s WHERE user_id = %s",
+            (count - free, reservation.user_id),
+        )
+
+
+async def _move_job(
+    conn: Connection, job_id: int, *, to: str, from_states: Sequence[str], now: datetime
+) -> bool:
+    """Set a job's state if it is in one of `from_states` (one statement: a compare-and-set)."""
+    cursor = await conn.execute(
+        "UPDATE jobs SET state = %s, updated_at = %s WHERE id = %s AND state = ANY(%s)",
+        (to, now, job_id, list(from_states)),
+    )
+    return cursor.rowcount == 1
+
+
+def _job(row: Sequence[Any]) -> JobRecord:
+    (jid, owner, user_id, chat_id, chat_type, thread_id, message_id, lang, request, state, created,
+     updated, rid, r_user, r_chat, r_n, r_day, r_paid, bid, b_day, b_amount) = row  # fmt: skip
+    reservation = None
+    if rid is not None:
+        reservation = Reservation(
+            id=int(rid), user_id=int(r_user), chat_id=None if r_chat is None else int(r_chat),
+            n=int(r_n), day=r_day, paid=int(r_paid),
+        )  # fmt: skip
+    budget = None
+    if bid is not None:
+        budget = BudgetHold(id=int(bid), day=b_day, amount=int(b_amount))
+    return JobRecord(
+        id=int(jid),
+        owner=str(owner),
+        user_id=int(user_id),
+        chat_id=int(chat_id),
+        chat_type=str(chat_type),
+        thread_id=None if thread_id is None else int(thread_id),
+        message_id=int(message_id),
+        lang=str(lang),
+        request=str(request),
+        reservation=reservation,
+        budget=budget,
+        state=str(state),
+        created_at=created,
+        updated_at=updated,
+    )
 
 
 def _result(row: Sequence[Any]) -> ResultRecord:

@@ -76,6 +76,22 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             position INTEGER NOT NULL, filename TEXT NOT NULL, data BYTEA NOT NULL,
             PRIMARY KEY (result_id, position))""",
     ),
+    (
+        # Durable jobs (issue #10), as SqliteStore's schema version 3.
+        """CREATE TABLE jobs (
+            id BIGSERIAL PRIMARY KEY, owner TEXT NOT NULL,
+            user_id BIGINT NOT NULL, chat_id BIGINT NOT NULL, chat_type TEXT NOT NULL,
+            thread_id BIGINT, message_id BIGINT NOT NULL, lang TEXT NOT NULL,
+            request TEXT NOT NULL, reservation_id BIGINT, budget_hold_id BIGINT,
+            state TEXT NOT NULL, created_at TIMESTAMPTZ NOT NULL,
+            updated_at TIMESTAMPTZ NOT NULL)""",
+        "CREATE INDEX jobs_unfinished ON jobs (owner, id)"
+        " WHERE state IN ('queued', 'running', 'delivering')",
+        "CREATE INDEX jobs_updated ON jobs (updated_at)",
+        """CREATE TABLE seen_updates (
+            update_id BIGINT PRIMARY KEY, seen_at TIMESTAMPTZ NOT NULL)""",
+        "CREATE INDEX seen_updates_at ON seen_updates (seen_at)",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -21,7 +21,7 @@ import logging
 import secrets
 import sqlite3
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
@@ -31,12 +31,16 @@ from typing import TypeVar
 from bot import pricing, quota
 from bot.originals import DEFAULT_MAX_BYTES, Originals
 from bot.store.base import (
+    FINISHED_STATES,
+    JOB_SELECT,
     PAYMENT_SELECT,
     RESERVATION_TTL,
     RESULT_SELECT,
     RESULTS_PER_USER,
+    UNFINISHED_STATES,
     BudgetHold,
     Clock,
+    JobRecord,
     Payment,
     PaymentError,
     Reservation,
@@ -111,6 +115,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             charge_id TEXT PRIMARY KEY, user_id INTEGER NOT NULL, pictures INTEGER NOT NULL,
             stars INTEGER NOT NULL, payload TEXT NOT NULL, created_at REAL NOT NULL,
             refunded_at REAL)""",
+    ),
+    (
+        # Durable jobs (issue #10): every admitted request, and the webhook updates already seen.
+        """CREATE TABLE jobs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, owner TEXT NOT NULL,
+            user_id INTEGER NOT NULL, chat_id INTEGER NOT NULL, chat_type TEXT NOT NULL,
+            thread_id INTEGER, message_id INTEGER NOT NULL, lang TEXT NOT NULL,
+            request TEXT NOT NULL, reservation_id INTEGER, budget_hold_id INTEGER,
+            state TEXT NOT NULL, created_at REAL NOT NULL, updated_at REAL NOT NULL)""",
+        "CREATE INDEX jobs_state ON jobs (owner, state, id)",
+        "CREATE TABLE seen_updates (update_id INTEGER PRIMARY KEY, seen_at REAL NOT NULL)",
+        "CREATE INDEX seen_updates_at ON seen_updates (seen_at)",
     ),
 )
 
@@ -329,35 +345,10 @@ class SqliteStore:
 
     async def settle(self, reservation: Reservation, *, delivered: int) -> None:
         """Count `delivered` images (clamped to 0..n) as used and refund the rest; idempotent."""
-        count = max(0, min(delivered, reservation.n))
-        day = reservation.day.isoformat()
 
         def run(conn: sqlite3.Connection) -> None:
             with _transaction(conn):
-                cursor = conn.execute(
-                    "UPDATE reservations SET settled = 1 WHERE id = ? AND settled = 0",
-                    (reservation.id,),
-                )
-                if cursor.rowcount != 1 or count == 0:
-                    return
-                # Delivered pictures use the free allowance first, then the credits.
-                free = min(count, reservation.n - reservation.paid)
-                scopes = [("user", reservation.user_id, free)]
-                if reservation.chat_id is not None and is_group(reservation.chat_id):
-                    scopes.append(("chat", reservation.chat_id, count))
-                for scope, scope_id, used in scopes:
-                    if used <= 0:
-                        continue
-                    conn.execute(
-                        "INSERT INTO usage (scope, scope_id, day, used) VALUES (?, ?, ?, ?)"
-                        " ON CONFLICT (scope, scope_id, day) DO UPDATE SET used = used + ?",
-                        (scope, scope_id, day, used, used),
-                    )
-                if count > free:
-                    conn.execute(
-                        "UPDATE credits SET balance = balance - ? WHERE user_id = ?",
-                        (count - free, reservation.user_id),
-                    )
+                _settle(conn, reservation, delivered=delivered)
 
         await self._run(run)
 
@@ -735,6 +726,203 @@ class SqliteStore:
 
         return await self._run(run)
 
+    # --- jobs and webhook updates ----------------------------------------------------------------
+
+    async def create_job(
+        self,
+        *,
+        owner: str,
+        user_id: int,
+        chat_id: int,
+        chat_type: str,
+        thread_id: int | None,
+        message_id: int,
+        lang: str,
+        request: str,
+        reservation: Reservation | None,
+        budget: BudgetHold | None,
+    ) -> JobRecord:
+        """Store a new job in state "queued" (see `Store.create_job`)."""
+        now = self._clock()
+        row = (
+            owner,
+            user_id,
+            chat_id,
+            chat_type,
+            thread_id,
+            message_id,
+            lang,
+            request,
+            None if reservation is None else reservation.id,
+            None if budget is None else budget.id,
+            _ts(now),
+            _ts(now),
+        )
+
+        def run(conn: sqlite3.Connection) -> int:
+            with _transaction(conn):
+                cursor = conn.execute(
+                    "INSERT INTO jobs (owner, user_id, chat_id, chat_type, thread_id, message_id,"
+                    " lang, request, reservation_id, budget_hold_id, state, created_at,"
+                    " updated_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
+                    row,
+                )
+                job_id = cursor.lastrowid
+            assert job_id is not None
+            return job_id
+
+        job_id = await self._run(run)
+        return JobRecord(
+            id=job_id,
+            owner=owner,
+            user_id=user_id,
+            chat_id=chat_id,
+            chat_type=chat_type,
+            thread_id=thread_id,
+            message_id=message_id,
+            lang=lang,
+            request=request,
+            reservation=reservation,
+            budget=budget,
+            state="queued",
+            created_at=_from_ts(_ts(now)),
+            updated_at=_from_ts(_ts(now)),
+        )
+
+    async def transition_job(self, job_id: int, *, to: str, from_states: tuple[str, ...]) -> bool:
+        """Move an unfinished job between unfinished states (see `Store.transition_job`)."""
+        if to not in UNFINISHED_STATES:
+            raise ValueError(f"{to!r} is not an unfinished job state")
+        allowed = [state for state in from_states if state in UNFINISHED_STATES]
+        if not allowed:
+            return False
+        now = _ts(self._clock())
+
+        def run(conn: sqlite3.Connection) -> bool:
+            with _transaction(conn):
+                return _move_job(conn, job_id, to=to, from_states=allowed, now=now)
+
+        return await self._run(run)
+
+    async def finish_job(self, job_id: int, *, state: str, delivered: int) -> bool:
+        """End a job and settle its reservation at once (see `Store.finish_job`)."""
+        if state not in FINISHED_STATES:
+            raise ValueError(f"{state!r} is not a finished job state")
+        now = _ts(self._clock())
+
+        def run(conn: sqlite3.Connection) -> bool:
+            with _transaction(conn):
+                if not _move_job(conn, job_id, to=state, from_states=UNFINISHED_STATES, now=now):
+                    return False
+                row = conn.execute(f"{JOB_SELECT} WHERE jobs.id = ?", (job_id,)).fetchone()
+                reservation = _job(row).reservation
+                if reservation is not None:
+                    _settle(conn, reservation, delivered=delivered)
+            return True
+
+        return await self._run(run)
+
+    async def unfinished_jobs(self, *, owner: str) -> list[JobRecord]:
+        """Return the jobs of `owner` a restart resumes, oldest first."""
+        marks = ", ".join("?" * len(UNFINISHED_STATES))
+
+        def run(conn: sqlite3.Connection) -> list[JobRecord]:
+            rows = conn.execute(
+                f"{JOB_SELECT} WHERE jobs.owner = ? AND jobs.state IN ({marks}) ORDER BY jobs.id",
+                (owner, *UNFINISHED_STATES),
+            ).fetchall()
+            return [_job(row) for row in rows]
+
+        return await self._run(run)
+
+    async def get_job(self, job_id: int) -> JobRecord | None:
+        """Return one job, or None when unknown."""
+
+        def run(conn: sqlite3.Connection) -> JobRecord | None:
+            row = conn.execute(f"{JOB_SELECT} WHERE jobs.id = ?", (job_id,)).fetchone()
+            return None if row is None else _job(row)
+
+        return await self._run(run)
+
+    async def note_update(self, update_id: int) -> bool:
+        """Remember an update id; return False when it was seen before."""
+        now = _ts(self._clock())
+
+        def run(conn: sqlite3.Connection) -> bool:
+            with _transaction(conn):
+                cursor = conn.execute(
+                    "INSERT OR IGNORE INTO seen_updates (update_id, seen_at) VALUES (?, ?)",
+                    (update_id, now),
+                )
+            return cursor.rowcount == 1
+
+        return await self._run(run)
+
+    async def prune_jobs(self, *, before: datetime) -> int:
+        """Forget finished jobs and noted update ids older than `before`."""
+        cutoff = _ts(before)
+        marks = ", ".join("?" * len(FINISHED_STATES))
+
+        def run(conn: sqlite3.Connection) -> int:
+            with _transaction(conn):
+                cursor = conn.execute(
+                    f"DELETE FROM jobs WHERE state IN ({marks}) AND updated_at < ?",
+                    (*FINISHED_STATES, cutoff),
+                )
+                conn.execute("DELETE FROM seen_updates WHERE seen_at < ?", (cutoff,))
+            return cursor.rowcount
+
+        return await self._run(run)
+
+
+def _move_job(
+    conn: sqlite3.Connection, job_id: int, *, to: str, from_states: Sequence[str], now: float
+) -> bool:
+    """Set a job's state if it is in one of `from_states` (inside the caller's transaction)."""
+    marks = ", ".join("?" * len(from_states))
+    cursor = conn.execute(
+        f"UPDATE jobs SET state = ?, updated_at = ? WHERE id = ? AND state IN ({marks})",
+        (to, now, job_id, *from_states),
+    )
+    return cursor.rowcount == 1
+
+
+def _job(row: tuple[object, ...]) -> JobRecord:
+    (jid, owner, user_id, chat_id, chat_type, thread_id, message_id, lang, request, state, created,
+     updated, rid, r_user, r_chat, r_n, r_day, r_paid, bid, b_day, b_amount) = row  # fmt: skip
+    reservation = None
+    if rid is not None:
+        reservation = Reservation(
+            id=int(str(rid)),
+            user_id=int(str(r_user)),
+            chat_id=None if r_chat is None else int(str(r_chat)),
+            n=int(str(r_n)),
+            day=date.fromisoformat(str(r_day)),
+            paid=int(str(r_paid)),
+        )
+    budget = None
+    if bid is not None:
+        budget = BudgetHold(
+            id=int(str(bid)), day=date.fromisoformat(str(b_day)), amount=int(str(b_amount))
+        )
+    return JobRecord(
+        id=int(str(jid)),
+        owner=str(owner),
+        user_id=int(str(user_id)),
+        chat_id=int(str(chat_id)),
+        chat_type=str(chat_type),
+        thread_id=None if thread_id is None else int(str(thread_id)),
+        message_id=int(str(message_id)),
+        lang=str(lang),
+        request=str(request),
+        reservation=reservation,
+        budget=budget,
+        state=str(state),
+        created_at=_from_ts(float(str(created))),
+        updated_at=_from_ts(float(str(updated))),
+    )
+
 
 def _result(row: tuple[object, ...]) -> ResultRecord:
     rid, user_id, chat_id, prompt, options, model, files, created = row
@@ -748,6 +936,35 @@ def _result(row: tuple[object, ...]) -> ResultRecord:
         file_ids=tuple(str(f) for f in json.loads(str(files))),
         created_at=_from_ts(float(str(created))),
     )
+
+
+def _settle(conn: sqlite3.Connection, reservation: Reservation, *, delivered: int) -> None:
+    """Settle one reservation inside the caller's transaction (only the first time counts)."""
+    count = max(0, min(delivered, reservation.n))
+    day = reservation.day.isoformat()
+    cursor = conn.execute(
+        "UPDATE reservations SET settled = 1 WHERE id = ? AND settled = 0", (reservation.id,)
+    )
+    if cursor.rowcount != 1 or count == 0:
+        return
+    # Delivered pictures use the free allowance first, then the credits.
+    free = min(count, reservation.n - reservation.paid)
+    scopes = [("user", reservation.user_id, free)]
+    if reservation.chat_id is not None and is_group(reservation.chat_id):
+        scopes.append(("chat", reservation.chat_id, count))
+    for scope, scope_id, used in scopes:
+        if used <= 0:
+            continue
+        conn.execute(
+            "INSERT INTO usage (scope, scope_id, day, used) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (scope, scope_id, day) DO UPDATE SET used = used + ?",
+            (scope, scope_id, day, used, used),
+        )
+    if count > free:
+        conn.execute(
+            "UPDATE credits SET balance = balance - ? WHERE user_id = ?",
+            (count - free, reservation.user_id),
+        )
 
 
 def _used(conn: sqlite3.Connection, *, scope: str, scope_id: int, day: date, since: float) -> int:

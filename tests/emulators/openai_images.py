@@ -623,6 +623,12 @@ class OpenAIEmulator:
         with self._lock:
             return self._state.peak_in_flight
 
+    @property
+    def in_flight(self) -> int:
+        """Return how many API requests are being answered now (a closed connection ends one)."""
+        with self._lock:
+            return self._state.in_flight
+
     def wait_for_requests(self, count: int, timeout: float = 5.0) -> list[RecordedRequest]:
         """Block until `count` API requests have arrived; raise TimeoutError otherwise."""
         deadline = time.monotonic() + timeout

@@ -76,6 +76,7 @@ _FLOOD_COUNTED = frozenset(
         "editmessagetext",
         "editmessagecaption",
         "editmessagereplymarkup",
+        "editmessagemedia",
     }
 )
 
@@ -200,7 +201,8 @@ _CURRENT_CALL: contextvars.ContextVar[Call] = contextvars.ContextVar("telegram_e
 class SentMessage:
     """A message the bot created, with the bytes it uploaded for photos and documents.
 
-    `message` is the live dict (edits update it); item access delegates to it.
+    `message` is the live dict (edits update it); item access delegates to it. `data` is what the
+    message shows now; `media_edits` holds each upload of editMessageMedia, in order.
     """
 
     method: str
@@ -210,6 +212,7 @@ class SentMessage:
     filename: str | None = None
     mime_type: str | None = None
     deleted: bool = False
+    media_edits: list[bytes] = field(default_factory=list, repr=False)
 
     @property
     def at(self) -> float:
@@ -586,6 +589,7 @@ class TelegramEmulator:
                 "editMessageText",
                 "editMessageCaption",
                 "editMessageReplyMarkup",
+                "editMessageMedia",
                 "deleteMessage",
                 "answerCallbackQuery",
                 "getFile",
@@ -1599,6 +1603,60 @@ class TelegramEmulator:
         changes = self._markup_fields(params)
         drop = () if changes else ("reply_markup",)
         return self._apply_edit(message, changes, drop)
+
+    def _m_editMessageMedia(self, params: JSON, files: dict[str, UploadedFile]) -> JSON:
+        """Replace a message's photo or document (or add one to a text message), as Telegram does.
+
+        The new media's caption replaces the old one (none given: no caption); an album item
+        stays of its album's kind (a photo for photo albums, a document for document albums);
+        the keyboard is the one passed, none when none is.
+        """
+        message = self._editable(params)
+        media = params.get("media")
+        if isinstance(media, str):
+            try:
+                media = json.loads(media)
+            except ValueError:
+                raise _bad("can't parse InputMedia JSON object") from None
+        if not isinstance(media, dict) or media.get("type") not in {"photo", "document"}:
+            raise _bad("there is no media in the request")
+        kind = str(media["type"])
+        if message.get("media_group_id") and kind not in message:
+            raise _bad("can't edit the media of an album item to another kind")
+        upload = self._resolve_file(media.get("media"), files, "media")
+        changes = self._caption_fields(media.get("caption"), media.get("parse_mode"))
+        if kind == "photo":
+            self._validated_photo(upload)
+            changes["photo"] = self._photo_sizes(upload.data)
+            filename, mime = (
+                getattr(upload, "filename", None),
+                getattr(upload, "content_type", None),
+            )
+        else:
+            changes["document"] = self._document_for(upload)
+            filename, mime = changes["document"]["file_name"], changes["document"]["mime_type"]
+        changes.update(self._markup_fields(params))
+        drop = tuple(
+            key
+            for key in (
+                "text",
+                "entities",
+                "photo",
+                "document",
+                "caption",
+                "caption_entities",
+                "reply_markup",
+                "has_media_spoiler",
+            )
+            if key not in changes
+        )
+        edited = self._apply_edit(message, changes, drop)
+        with self._cond:
+            for sent in self._state.sent:
+                if (sent.chat_id, sent.message_id) == (edited["chat"]["id"], edited["message_id"]):
+                    sent.data, sent.filename, sent.mime_type = upload.data, filename, mime
+                    sent.media_edits.append(upload.data)
+        return edited
 
     def _m_deleteMessage(self, params: JSON, files: dict[str, UploadedFile]) -> bool:
         with self._cond:
