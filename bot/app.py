@@ -464,7 +464,7 @@ def run(settings: Settings) -> int:
     """Run the bot until SIGINT/SIGTERM; return the process exit status."""
     tune_http_reads()
     loop_factory = event_loop_factory()
-    logger.info("event loop: %s", "uvloop" if loop_factory is not None else "asyncio")
+    logger.debug("event loop: %s", "uvloop" if loop_factory is not None else "asyncio")
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             runner.run(_serve(settings))

@@ -57,7 +57,7 @@ def test_the_bot_runs_on_uvloop_and_uploads_a_real_sized_picture_intact(tmp_path
     # python -m bot: uvloop, 256 KiB reads of the images answer, the spool file read in big pieces.
     picture = big_picture()
     with TelegramEmulator(TOKEN) as tg, OpenAIEmulator(image_bytes=picture) as oai:
-        proc = _popen({**base_env(tg, oai, tmp_path / "data"), "LOG_LEVEL": "INFO"}, tmp_path)
+        proc = _popen({**base_env(tg, oai, tmp_path / "data"), "LOG_LEVEL": "DEBUG"}, tmp_path)
         try:
             tg.wait_for("getUpdates", timeout=20)
             tg.send_message(chat_id=USER, user_id=USER, text="/image a heron")
