@@ -8,8 +8,11 @@ left by a crash is removed at start-up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
+from bot.handlers.delivery import UPLOAD_READ_BYTES
+from bot.handlers.delivery import _prepare as _prepare_pictures
 from tests.emulators.openai_images import big_picture
 
 
@@ -70,3 +73,19 @@ async def test_a_failed_upload_leaves_nothing_in_the_spool(make_bot) -> None:
             await asyncio.sleep(0.01)
         assert _spooled(bot.settings.data_dir) == []
         assert [m for m in bot.tg.sent_messages(msg["chat"]["id"]) if m.kind == "photo"] == []
+
+
+def test_a_spooled_upload_is_read_in_big_pieces(tmp_path: Path) -> None:
+    # httpx asks a file for 64 KiB at a time; each piece is a trip through httpcore and h11.
+    spool = tmp_path / "spool"
+    picture = big_picture()
+    (spooled,) = _prepare_pictures([picture], spool)
+    with contextlib.ExitStack() as files:
+        upload = spooled.content(files)
+        assert not isinstance(upload, bytes)
+        pieces = [upload.read(64 * 1024)]
+        while piece := upload.read(64 * 1024):
+            pieces.append(piece)
+    assert [len(p) for p in pieces[:-1]] == [UPLOAD_READ_BYTES] * (len(pieces) - 1)
+    assert b"".join(pieces) == picture
+    assert upload.closed  # closed with the send it was opened for

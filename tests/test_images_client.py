@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import httpcore
 import httpx
 import pytest
 from PIL import Image
@@ -32,6 +33,7 @@ from bot.images import (
     sniff_format,
 )
 from bot.images import client as client_module
+from bot.images.client import HTTP_READ_BYTES, tune_http_reads
 from bot.prompt import ImageOptions
 from tests.emulators.openai_images import Fault, OpenAIEmulator, big_picture, render_picture
 
@@ -760,10 +762,21 @@ def test_big_picture_is_real_sized() -> None:
     assert big_picture() is data  # drawn once
 
 
+@pytest.fixture(params=["64 KiB reads", "256 KiB reads"])
+def reads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+    """httpcore's own read size, or the bigger one `python -m bot` sets (restored afterwards)."""
+    connection = httpcore.AsyncHTTP11Connection
+    monkeypatch.setattr(connection, "READ_NUM_BYTES", connection.READ_NUM_BYTES)
+    if request.param == "256 KiB reads":
+        tune_http_reads()
+        assert connection.READ_NUM_BYTES == HTTP_READ_BYTES == 256 * 1024
+    return int(connection.READ_NUM_BYTES)
+
+
 @pytest.mark.parametrize("answer_with", ["b64_json", "url"])
 @pytest.mark.parametrize("chunked", [False, True])
 async def test_megabyte_pictures(
-    client: ImagesClient, emu: OpenAIEmulator, answer_with: str, chunked: bool
+    client: ImagesClient, emu: OpenAIEmulator, answer_with: str, chunked: bool, reads: int
 ) -> None:
     emu.big_pictures = True
     emu.answer_with = answer_with
@@ -775,7 +788,7 @@ async def test_megabyte_pictures(
 
 @pytest.mark.parametrize("chunked", [False, True])
 async def test_oversized_answer_is_final(
-    emu: OpenAIEmulator, sleeps: RecordingSleep, chunked: bool
+    emu: OpenAIEmulator, sleeps: RecordingSleep, chunked: bool, reads: int
 ) -> None:
     emu.big_pictures = True
     emu.chunked = chunked  # without a Content-Length the cap is met while streaming

@@ -12,7 +12,7 @@ import pytest
 from bot import __main__ as entry
 from bot.config import ENV_VARS
 from tests.conftest import TOKEN, USER, base_env
-from tests.emulators.openai_images import OpenAIEmulator
+from tests.emulators.openai_images import OpenAIEmulator, big_picture
 from tests.emulators.telegram_api import TelegramEmulator
 from tests.test_subprocess import _start as _popen
 
@@ -31,17 +31,24 @@ def _finish(proc: subprocess.Popen[str], *, terminate: bool, timeout: float = 20
     return err
 
 
+def _one_photo(
+    tg: TelegramEmulator, oai: OpenAIEmulator, tmp_path: Path, **env: str
+) -> tuple[subprocess.Popen[str], str]:
+    """Run `python -m bot`, ask one /image, wait for the photo, stop; return it and its log."""
+    proc = _popen({**base_env(tg, oai, tmp_path / "data"), **env}, tmp_path)
+    try:
+        tg.wait_for("getUpdates", timeout=20)
+        tg.send_message(chat_id=USER, user_id=USER, text="/image a fox")
+        tg.wait_for("sendPhoto", timeout=30)
+    finally:
+        err = _finish(proc, terminate=True)
+    return proc, err
+
+
 def test_open_bot_warns_and_logs_stay_readable_with_a_one_letter_key(tmp_path: Path) -> None:
     # OPENAI_API_KEY=o, as some keyless servers are set up: no "l***ng p***lling" in the log.
     with TelegramEmulator(TOKEN) as tg, OpenAIEmulator(api_key="o") as oai:
-        env = {**base_env(tg, oai, tmp_path / "data"), "OPENAI_API_KEY": "o"}
-        proc = _popen(env, tmp_path)
-        try:
-            tg.wait_for("getUpdates", timeout=20)
-            tg.send_message(chat_id=USER, user_id=USER, text="/image a fox")
-            tg.wait_for("sendPhoto", timeout=20)
-        finally:
-            err = _finish(proc, terminate=True)
+        proc, err = _one_photo(tg, oai, tmp_path, OPENAI_API_KEY="o")
     assert proc.returncode == 0, err[-3000:]
     warnings = [line for line in err.splitlines() if " WARNING " in line]
     assert any(
@@ -50,6 +57,17 @@ def test_open_bot_warns_and_logs_stay_readable_with_a_one_letter_key(tmp_path: P
     ), err[-3000:]
     assert "is running (long polling, model gpt-image-2)" in err
     assert TOKEN not in err
+    assert "Traceback" not in err
+
+
+def test_the_bot_runs_on_uvloop_and_uploads_a_real_sized_picture_intact(tmp_path: Path) -> None:
+    # python -m bot: uvloop, 256 KiB reads of the images answer, the spool file read in big pieces.
+    picture = big_picture()
+    with TelegramEmulator(TOKEN) as tg, OpenAIEmulator(image_bytes=picture) as oai:
+        proc, err = _one_photo(tg, oai, tmp_path, LOG_LEVEL="DEBUG")
+    assert proc.returncode == 0, err[-3000:]
+    assert "event loop: uvloop" in err
+    assert [m.data for m in tg.sent_messages(USER) if m.method == "sendPhoto"] == [picture]
     assert "Traceback" not in err
 
 

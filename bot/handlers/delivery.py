@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import secrets
 import shutil
@@ -55,6 +56,7 @@ logger = logging.getLogger(__name__)
 # A media call's timeout: a base for Telegram's own work plus the bytes at a slow uplink's rate.
 UPLOAD_BASE_SECONDS = 20.0
 UPLOAD_SLOW_BYTES_PER_SECOND = 256 * 1024
+UPLOAD_READ_BYTES = 256 * 1024
 # python-telegram-bot's NetworkError keeps the transport's error as its cause; these name failures
 # after the whole request was sent, while waiting for the answer: Telegram may have posted it.
 # (Failures before that, and error answers such as 502, mean nothing was posted.)
@@ -102,13 +104,25 @@ class Picture:
         """Return what to upload: the bytes, or the spool file opened for this one send."""
         if isinstance(self.data, bytes):
             return self.data
-        return files.enter_context(self.data.open("rb"))
+        return files.enter_context(_SpoolFile(self.data))
 
     def input_file(self, files: contextlib.ExitStack, *, attach: bool = False) -> InputFile:
         """Return the InputFile of one send (a spool file is streamed, not read into memory)."""
         return InputFile(
             self.content(files), filename=self.filename, attach=attach, read_file_handle=False
         )
+
+
+class _SpoolFile(io.FileIO):
+    """A spool file that httpx reads in pieces of `UPLOAD_READ_BYTES` (it asks for 64 KiB): a
+    1.8 MB picture then goes out in 7 writes instead of 28, each a trip through httpcore, h11
+    and anyio (about 1.5 ms less CPU a picture, bench/issue9.py)."""
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        """Read at least `UPLOAD_READ_BYTES` (or everything left when `size` is negative)."""
+        if size is not None and size >= 0:
+            size = max(size, UPLOAD_READ_BYTES)
+        return super().read(size) or b""
 
 
 def upload_timeout(size: int) -> float:

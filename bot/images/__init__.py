@@ -7,7 +7,7 @@ events.
 """
 
 from bot.images.bodies import build_generation_body
-from bot.images.client import ImagesClient
+from bot.images.client import ImagesClient, tune_http_reads
 from bot.images.errors import (
     ImagesAuthError,
     ImagesBadRequest,
@@ -36,4 +36,5 @@ __all__ = [
     "PartialImage",
     "build_generation_body",
     "sniff_format",
+    "tune_http_reads",
 ]

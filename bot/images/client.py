@@ -74,6 +74,7 @@ from types import MappingProxyType, TracebackType
 from typing import Self
 from urllib.parse import urlsplit
 
+import httpcore
 import httpx
 import orjson
 
@@ -104,7 +105,7 @@ from bot.images.types import (
 )
 from bot.redaction import redact, secret_header_values
 
-__all__ = ["QUICK_FAILURE_SECONDS", "ImagesClient"]
+__all__ = ["QUICK_FAILURE_SECONDS", "ImagesClient", "tune_http_reads"]
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +127,22 @@ _EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp", "gif": "gif"}
 _NOT_PICTURES = ("text/", "application/json", "application/xml")
 # Raised by httpx or the codecs while a request is built or sent, for reasons of our own making.
 _UNSENDABLE = (httpx.InvalidURL, httpx.StreamError, httpx.CookieConflict, UnicodeError, ValueError)
+
+
+# One socket read of an HTTP/1.1 answer: asyncio's transports hand over up to 256 KiB at a time,
+# and httpcore's own 64 KiB made every megabyte answer 4x as many trips through httpcore, anyio
+# and h11 (each cut off a bigger piece with a copy).
+HTTP_READ_BYTES = 256 * 1024
+
+
+def tune_http_reads(read_bytes: int = HTTP_READ_BYTES) -> None:
+    """Let httpcore read HTTP/1.1 answers in pieces of up to `read_bytes` (it reads 64 KiB).
+
+    Process-wide (a class attribute of httpcore's, the same for python-telegram-bot's
+    connections), so it is set once by `bot.app.run` for `python -m bot`, never at import time.
+    A 2.4 MB images answer then takes about 10 reads instead of 38, about 2 ms less CPU.
+    """
+    httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = read_bytes
 
 
 class _Retry(Exception):
