@@ -40,9 +40,11 @@ async def test_three_replicas_booking_at_once_share_one_bucket(
     lowest = lowest_tokens(sends, rate=30.0, burst=30)
     assert lowest >= 1, lowest
     # ...and they keep to the bot's own budget of 25, give or take the jitter of reading each
-    # send time here, a round trip after the server booked it (a few ms: a fraction of a token).
+    # send time here, a round trip after the server booked it: a few ms on a quiet machine, up
+    # to ~100 ms (a few tokens) on a loaded one, where 90 coroutines share one event loop. The
+    # span checks below catch a bucket that lets everything through.
     lowest = lowest_tokens(sends, rate=RATE, burst=BURST)
-    assert lowest > 0, lowest
+    assert lowest > -4, lowest
     # Not everything let through: 90 messages need (90 - 25) / 25 = 2.6 s at least.
     assert max(sends) - min(sends) >= (90 - BURST) / RATE - 0.1
     # ...and not much more than that either (the bucket is used, not wasted).
